@@ -1,0 +1,299 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sidecar.circuit import Circuit, CircuitState, retry_after_header, soonest_reopening
+
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make(
+    clock: FakeClock,
+    *,
+    failures: int = 3,
+    cooldown: float = 10.0,
+    max_cooldown: float = 300.0,
+    retry_after_max: float = 60.0,
+    jitter: Callable[[], float] = lambda: 1.0,
+    on_change: Callable[[CircuitState], None] | None = None,
+) -> Circuit:
+    return Circuit(
+        failures_to_open=failures,
+        cooldown_s=cooldown,
+        max_cooldown_s=max_cooldown,
+        retry_after_max_s=retry_after_max,
+        clock=clock,
+        jitter=jitter,
+        on_change=on_change,
+    )
+
+
+def fail_until_open(circuit: Circuit, failures: int = 3) -> None:
+    for _ in range(failures):
+        circuit.record_failure()
+    assert circuit.state is OPEN
+
+
+def probe(circuit: Circuit, clock: FakeClock) -> None:
+    clock.advance(circuit.cooldown_remaining_s())
+    assert circuit.acquire()
+
+
+@pytest.mark.parametrize(
+    ("state", "value", "label"),
+    [(CLOSED, 0, "closed"), (OPEN, 1, "open"), (HALF_OPEN, 2, "half_open")],
+)
+def test_state_gauge_value_and_status_label(state: CircuitState, value: int, label: str) -> None:
+    assert (int(state), state.label) == (value, label)
+
+
+def test_opens_after_n_consecutive_failures(clock: FakeClock) -> None:
+    circuit = make(clock, failures=3)
+    circuit.record_failure()
+    circuit.record_failure()
+    assert (circuit.state, circuit.acquire(), circuit.consecutive_failures) == (CLOSED, True, 2)
+    circuit.record_failure()
+    assert (circuit.state, circuit.acquire(), circuit.consecutive_failures) == (OPEN, False, 3)
+
+
+@pytest.mark.parametrize("breaker", ["record_success", "record_neutral"])
+def test_non_consecutive_failures_never_open(clock: FakeClock, breaker: str) -> None:
+    circuit = make(clock, failures=3)
+    for _ in range(5):
+        circuit.record_failure()
+        circuit.record_failure()
+        getattr(circuit, breaker)()
+    assert (circuit.state, circuit.consecutive_failures) == (CLOSED, 0)
+
+
+@pytest.mark.parametrize(
+    ("retry_after_s", "jitter", "cooldown"),
+    [
+        (None, 1.0, 10.0),  # quota_exhausted: the nominal cooldown
+        (None, 0.8, 8.0),
+        (None, 1.2, 12.0),
+        (30.0, 1.2, 30.0),  # a Retry-After is used as given, not jittered
+        (1000.0, 1.2, 60.0),  # ... but capped at retry_after_max_s
+        (0.5, 1.2, 0.5),
+    ],
+)
+def test_open_now_opens_on_first_failure_for_the_cooldown(
+    clock: FakeClock, retry_after_s: float | None, jitter: float, cooldown: float
+) -> None:
+    circuit = make(clock, failures=5, jitter=lambda: jitter)
+    circuit.record_failure(retry_after_s=retry_after_s, open_now=True)
+    assert circuit.state is OPEN
+    assert circuit.cooldown_remaining_s() == pytest.approx(cooldown)
+    assert circuit.reopens_at == pytest.approx(clock.now + cooldown)
+
+
+def test_retry_after_of_the_opening_failure_sets_the_cooldown(clock: FakeClock) -> None:
+    circuit = make(clock, failures=2, jitter=lambda: 1.2)
+    circuit.record_failure(retry_after_s=45.0)
+    assert circuit.state is CLOSED
+    circuit.record_failure(retry_after_s=25.0)
+    assert circuit.cooldown_remaining_s() == 25.0
+
+
+def test_default_jitter_keeps_the_cooldown_within_80_to_120_percent(clock: FakeClock) -> None:
+    cooldowns = set()
+    for _ in range(200):
+        circuit = Circuit(
+            failures_to_open=1,
+            cooldown_s=10.0,
+            max_cooldown_s=300.0,
+            retry_after_max_s=60.0,
+            clock=clock,
+        )
+        circuit.record_failure()
+        cooldowns.add(circuit.cooldown_remaining_s())
+    assert all(8.0 <= c <= 12.0 for c in cooldowns)
+    assert len(cooldowns) > 1
+
+
+def test_cooldown_remaining_counts_down_then_the_circuit_reads_half_open(clock: FakeClock) -> None:
+    circuit = make(clock)
+    assert (circuit.cooldown_remaining_s(), circuit.reopens_at) == (0.0, None)
+    fail_until_open(circuit)
+    assert circuit.cooldown_remaining_s() == 10.0
+    clock.advance(3.0)
+    assert (circuit.state, circuit.cooldown_remaining_s()) == (OPEN, 7.0)
+    clock.advance(7.0)
+    assert (circuit.state, circuit.cooldown_remaining_s()) == (HALF_OPEN, 0.0)
+
+
+def test_exactly_one_probe_after_the_cooldown_among_20_callers(clock: FakeClock) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    clock.advance(9.99)
+    assert not any(circuit.acquire() for _ in range(20))
+    clock.advance(0.01)
+    admitted = [circuit.acquire() for _ in range(20)]
+    assert admitted == [True] + [False] * 19
+    assert circuit.state is HALF_OPEN
+
+
+@pytest.mark.parametrize("outcome", ["record_success", "record_neutral"])
+def test_probe_that_reaches_the_backend_closes_and_resets(clock: FakeClock, outcome: str) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    circuit.record_failure()
+    assert circuit.cooldown_remaining_s() == 20.0
+    probe(circuit, clock)
+    getattr(circuit, outcome)()
+    assert (circuit.state, circuit.consecutive_failures, circuit.acquire()) == (CLOSED, 0, True)
+    fail_until_open(circuit)
+    assert circuit.cooldown_remaining_s() == 10.0
+
+
+def test_probe_failure_doubles_the_nominal_cooldown_up_to_the_cap(clock: FakeClock) -> None:
+    circuit = make(clock, cooldown=10.0, max_cooldown=70.0, jitter=lambda: 1.1)
+    fail_until_open(circuit)
+    cooldowns = [circuit.cooldown_remaining_s()]
+    for _ in range(4):
+        probe(circuit, clock)
+        circuit.record_failure()
+        cooldowns.append(circuit.cooldown_remaining_s())
+    assert cooldowns == pytest.approx([11.0, 22.0, 44.0, 77.0, 77.0])
+
+
+def test_probe_failure_with_retry_after_waits_that_long_and_still_doubles(
+    clock: FakeClock,
+) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    circuit.record_failure(retry_after_s=5.0, open_now=True)
+    assert circuit.cooldown_remaining_s() == 5.0
+    probe(circuit, clock)
+    circuit.record_failure()
+    assert circuit.cooldown_remaining_s() == 40.0
+
+
+def test_release_frees_the_probe_slot_without_counting(clock: FakeClock) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    assert not circuit.acquire()
+    circuit.release()
+    assert (circuit.state, circuit.consecutive_failures) == (HALF_OPEN, 3)
+    assert [circuit.acquire(), circuit.acquire()] == [True, False]
+
+
+def test_release_while_closed_counts_nothing(clock: FakeClock) -> None:
+    circuit = make(clock)
+    circuit.record_failure()
+    circuit.release()
+    assert (circuit.state, circuit.consecutive_failures) == (CLOSED, 1)
+
+
+def test_outcomes_reported_while_open_are_ignored(clock: FakeClock) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    circuit.record_success()
+    circuit.record_neutral()
+    circuit.record_failure(open_now=True)
+    assert (circuit.state, circuit.cooldown_remaining_s(), circuit.consecutive_failures) == (
+        OPEN,
+        10.0,
+        3,
+    )
+
+
+@pytest.mark.parametrize(("retry_after_s", "remaining"), [(40.0, 40.0), (2.0, 10.0)])
+def test_retry_after_reported_while_open_only_moves_reopening_later(
+    clock: FakeClock, retry_after_s: float, remaining: float
+) -> None:
+    circuit = make(clock)
+    fail_until_open(circuit)
+    circuit.record_failure(retry_after_s=retry_after_s, open_now=True)
+    assert circuit.cooldown_remaining_s() == remaining
+
+
+def test_nan_retry_after_falls_back_to_the_nominal_cooldown(clock: FakeClock) -> None:
+    circuit = make(clock)
+    circuit.record_failure(retry_after_s=float("nan"), open_now=True)
+    assert circuit.cooldown_remaining_s() == 10.0
+
+
+def test_on_change_reports_every_transition_once(clock: FakeClock) -> None:
+    changes: list[CircuitState] = []
+    circuit = make(clock, on_change=changes.append)
+    fail_until_open(circuit)
+    circuit.record_failure()
+    clock.advance(10.0)
+    assert circuit.state is HALF_OPEN
+    assert circuit.acquire()
+    circuit.record_failure()
+    probe(circuit, clock)
+    circuit.record_success()
+    circuit.record_success()
+    assert changes == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"failures_to_open": 0}, "failures_to_open"),
+        ({"cooldown_s": 0.0}, "cooldown_s"),
+        ({"cooldown_s": 20.0, "max_cooldown_s": 10.0}, "max_cooldown_s"),
+        ({"retry_after_max_s": -1.0}, "retry_after_max_s"),
+    ],
+)
+def test_invalid_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
+    settings: dict[str, float] = {
+        "failures_to_open": 5,
+        "cooldown_s": 10.0,
+        "max_cooldown_s": 300.0,
+        "retry_after_max_s": 300.0,
+    } | kwargs
+    with pytest.raises(ValueError, match=message):
+        Circuit(**settings)  # type: ignore[arg-type]
+
+
+def test_soonest_reopening_is_the_shortest_wait_among_open_circuits(clock: FakeClock) -> None:
+    closed, soon, late = make(clock), make(clock), make(clock)
+    soon.record_failure(retry_after_s=4.0, open_now=True)
+    late.record_failure(retry_after_s=30.0, open_now=True)
+    assert soonest_reopening([closed, late, soon]) == 4.0
+    assert soonest_reopening([late]) == 30.0
+    assert soonest_reopening([]) == 0.0
+
+
+def test_half_open_circuit_with_its_probe_out_may_reopen_at_any_moment(clock: FakeClock) -> None:
+    probing, late = make(clock), make(clock)
+    probing.record_failure(retry_after_s=1.0, open_now=True)
+    late.record_failure(retry_after_s=30.0, open_now=True)
+    probe(probing, clock)
+    assert soonest_reopening([probing, late]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("retry_after_s", "header"),
+    [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2"), (7.5, "8"), (60.0, "60")],
+)
+def test_all_skipped_retry_after_is_whole_seconds_rounded_up_at_least_one(
+    clock: FakeClock, retry_after_s: float, header: str
+) -> None:
+    circuit = make(clock)
+    circuit.record_failure(retry_after_s=retry_after_s, open_now=True)
+    assert retry_after_header([circuit]) == header
