@@ -1,0 +1,495 @@
+"""OpenAI Chat Completions → Bedrock Converse / ConverseStream, and Bedrock's answers back.
+
+Requests become the keyword arguments of aiobotocore's `client.converse(**kw)` and
+`client.converse_stream(**kw)` (shapes from botocore's `bedrock-runtime` model); botocore does the
+base64 of image and document bytes. Lossy points and their policies:
+
+| input                                        | policy                                          |
+|----------------------------------------------|-------------------------------------------------|
+| system/developer messages anywhere           | hoisted, in order, into `system`                |
+| `n` > 1, `input_audio`, audio output         | TranslationError                                |
+| http(s) image URLs, `file_id` files          | TranslationError (Bedrock takes bytes only)     |
+| `logprobs`, `logit_bias`, `json_object`      | TranslationError                                |
+| `custom` tools, `allowed_tools`, legacy      | TranslationError                                |
+| `functions`/`function_call`                  |                                                 |
+| tool-call arguments that are not a JSON      | TranslationError                                |
+| object                                       |                                                 |
+| `tool_choice: none`                          | `toolConfig` omitted when the history has no    |
+|                                              | tool blocks; otherwise tools kept, choice       |
+|                                              | omitted (Bedrock needs `toolConfig` then)       |
+| `parallel_tool_calls: false`                 | dropped (no equivalent)                         |
+| `temperature`, `top_p`                       | passed as is; the model's range is Bedrock's    |
+|                                              | to validate                                     |
+| `seed`, penalties, `reasoning_effort`,       | dropped                                         |
+| `user`, `metadata`, unknown fields           |                                                 |
+| image `detail`, message `name`               | dropped                                         |
+| trailing assistant message (prefill)         | kept last; trailing whitespace stripped         |
+| `reasoningContent` in answers                | dropped                                         |
+| `stopReason` `malformed_model_output`,       | InvalidUpstreamResponse (the upstream's fault)  |
+| `malformed_tool_use`                         |                                                 |
+
+ConverseStream sends `metadata` (usage) after `messageStop`. The translator emits the finish chunk
+at `messageStop` and the usage chunk (`choices: []`) at `metadata`, which is OpenAI's own order.
+"""
+
+import base64
+import binascii
+import re
+import time
+import uuid
+from typing import Any, Final
+
+import orjson
+
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+
+__all__ = [
+    "ConverseStreamToOpenAI",
+    "bedrock_error_to_openai",
+    "converse_response_to_openai",
+    "openai_request_to_converse",
+]
+
+JSON = dict[str, Any]
+
+IMAGE_FORMATS: Final[dict[str, str]] = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+DOCUMENT_FORMATS: Final[dict[str, str]] = {
+    "application/pdf": "pdf",
+    "text/csv": "csv",
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/html": "html",
+}
+STOP_REASON_TO_FINISH: Final[dict[str, str]] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+MALFORMED_STOP_REASONS: Final = frozenset({"malformed_model_output", "malformed_tool_use"})
+# OpenAI error `type` by Bedrock's HTTP status (protocols.md §5.4).
+STATUS_TO_OPENAI_TYPE: Final[dict[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    424: "model_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+# Bedrock document names allow only these characters, and no runs of whitespace.
+DOCUMENT_NAME_JUNK: Final = re.compile(r"[^A-Za-z0-9\-()\[\] ]+|\s{2,}")
+
+
+def _err(message: str, param: str | None) -> TranslationError:
+    return TranslationError(message, param)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
+    _reject_untranslatable(body)
+    system, messages = _messages(body.get("messages") or [])
+    out: JSON = {"modelId": model_id, "messages": messages}
+    if system:
+        out["system"] = system
+    inference = _inference_config(body)
+    if inference:
+        out["inferenceConfig"] = inference
+    tool_config = _tool_config(body, messages)
+    if tool_config:
+        out["toolConfig"] = tool_config
+    output = _output_config(body.get("response_format"))
+    if output:
+        out["outputConfig"] = output
+    return out
+
+
+def _reject_untranslatable(body: JSON) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _err("`n` > 1 is not supported by this backend", "n")
+    for field in ("functions", "function_call", "audio", "logit_bias", "web_search_options"):
+        if body.get(field):
+            raise _err(f"`{field}` is not supported by this backend", field)
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise _err("logprobs are not supported by this backend", "logprobs")
+    if "audio" in (body.get("modalities") or []):
+        raise _err("audio output is not supported by this backend", "modalities")
+
+
+def _inference_config(body: JSON) -> JSON:
+    out: JSON = {}
+    for source in ("max_completion_tokens", "max_tokens"):
+        if body.get(source) is not None:
+            out["maxTokens"] = body[source]
+            break
+    if body.get("temperature") is not None:
+        out["temperature"] = body["temperature"]
+    if body.get("top_p") is not None:
+        out["topP"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        out["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    return out
+
+
+def _tool_config(body: JSON, messages: list[JSON]) -> JSON:
+    tools = body.get("tools")
+    if not tools:
+        return {}
+    choice = body.get("tool_choice")
+    has_tool_history = any(
+        "toolUse" in block or "toolResult" in block for m in messages for block in m["content"]
+    )
+    if choice == "none" and not has_tool_history:
+        return {}
+    out: JSON = {"tools": [_tool_spec(t, i) for i, t in enumerate(tools)]}
+    if choice == "required":
+        out["toolChoice"] = {"any": {}}
+    elif choice in (None, "auto"):
+        out["toolChoice"] = {"auto": {}}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        out["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name")}}
+    elif choice != "none":
+        raise _err("this `tool_choice` is not supported by this backend", "tool_choice")
+    return out
+
+
+def _tool_spec(tool: JSON, i: int) -> JSON:
+    if tool.get("type", "function") != "function":
+        raise _err(f"tools of type {tool.get('type')!r} are not supported", f"tools[{i}].type")
+    fn = tool.get("function") or {}
+    spec: JSON = {"name": fn.get("name")}
+    if fn.get("description"):
+        spec["description"] = fn["description"]
+    spec["inputSchema"] = {"json": fn.get("parameters") or {"type": "object", "properties": {}}}
+    if fn.get("strict") is not None:
+        spec["strict"] = bool(fn["strict"])
+    return {"toolSpec": spec}
+
+
+def _output_config(fmt: Any) -> JSON:
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return {}
+    if fmt["type"] != "json_schema":
+        raise _err(
+            f"response_format {fmt['type']!r} is not supported by this backend; use json_schema",
+            "response_format",
+        )
+    spec = fmt.get("json_schema") or {}
+    schema: JSON = {"schema": orjson.dumps(spec.get("schema") or {"type": "object"}).decode()}
+    for key in ("name", "description"):
+        if spec.get(key):
+            schema[key] = spec[key]
+    return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
+
+
+def _messages(messages: list[JSON]) -> tuple[list[JSON], list[JSON]]:
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        where = f"messages[{i}]"
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(msg.get("content"), f"{where}.content"))
+        elif role == "user":
+            _append_turn(turns, "user", _user_blocks(msg.get("content"), f"{where}.content"))
+        elif role == "assistant":
+            _append_turn(turns, "assistant", _assistant_blocks(msg, where))
+        elif role == "tool":
+            _append_turn(turns, "user", [_tool_result(msg, where)])
+        else:
+            raise _err(f"messages with role {role!r} are not supported", f"{where}.role")
+    _strip_prefill(turns)
+    return system, turns
+
+
+def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
+    # Converse requires alternating roles, so consecutive turns of one role are merged.
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _strip_prefill(turns: list[JSON]) -> None:
+    if not turns or turns[-1]["role"] != "assistant":
+        return
+    blocks = turns[-1]["content"]
+    if "text" in blocks[-1]:
+        blocks[-1]["text"] = blocks[-1]["text"].rstrip()
+        if not blocks[-1]["text"]:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
+
+
+def _text_blocks(content: Any, where: str) -> list[JSON]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[JSON] = []
+    for part in content:
+        if part.get("type") not in ("text", "refusal"):
+            raise _err(f"content parts of type {part.get('type')!r} are not allowed here", where)
+        text = part.get("text") if part["type"] == "text" else part.get("refusal")
+        if text:
+            blocks.append({"text": text})
+    return blocks
+
+
+def _user_blocks(content: Any, where: str) -> list[JSON]:
+    if content is None or isinstance(content, str):
+        return _text_blocks(content, where)
+    blocks: list[JSON] = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        at = f"{where}[{j}]"
+        if kind == "text":
+            blocks.extend(_text_blocks([part], at))
+        elif kind == "image_url":
+            blocks.append(_image_block(part.get("image_url") or {}, at))
+        elif kind == "file":
+            blocks.append(_document_block(part.get("file") or {}, at, j))
+        elif kind == "input_audio":
+            raise _err("audio input is not supported by this backend", at)
+        else:
+            raise _err(f"content parts of type {kind!r} are not supported", at)
+    return blocks
+
+
+def _image_block(image: JSON, where: str) -> JSON:
+    url = str(image.get("url") or "")
+    if url.startswith(("http://", "https://")):
+        raise _err("image URLs are not supported by this backend; send a data URI", where)
+    media_type, data = _decode_data_uri(url, where)
+    if media_type not in IMAGE_FORMATS:
+        raise _err(f"image type {media_type!r} is not supported (jpeg, png, gif, webp)", where)
+    return {"image": {"format": IMAGE_FORMATS[media_type], "source": {"bytes": data}}}
+
+
+def _document_block(file: JSON, where: str, j: int) -> JSON:
+    if not file.get("file_data"):
+        raise _err("files by `file_id` are not supported by this backend", where)
+    media_type, data = _decode_data_uri(str(file["file_data"]), where)
+    if media_type not in DOCUMENT_FORMATS:
+        raise _err(f"file type {media_type!r} is not supported by this backend", where)
+    stem = str(file.get("filename") or "").rsplit(".", 1)[0]
+    name = DOCUMENT_NAME_JUNK.sub(" ", stem).strip() or f"document {j}"
+    return {
+        "document": {
+            "format": DOCUMENT_FORMATS[media_type],
+            "name": name[:200],
+            "source": {"bytes": data},
+        }
+    }
+
+
+def _decode_data_uri(url: str, where: str) -> tuple[str, bytes]:
+    head, sep, data = url.partition(",")
+    if not (sep and head.startswith("data:") and head.endswith(";base64")):
+        raise _err("expected a base64 data URI", where)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise _err("the data URI is not valid base64", where) from None
+    return head[5 : -len(";base64")].lower(), raw
+
+
+def _assistant_blocks(msg: JSON, where: str) -> list[JSON]:
+    blocks = _text_blocks(msg.get("content"), f"{where}.content")
+    if msg.get("refusal") and not blocks:
+        blocks.append({"text": msg["refusal"]})
+    for j, call in enumerate(msg.get("tool_calls") or []):
+        fn = call.get("function") or {}
+        tool_use = {
+            "toolUseId": call.get("id"),
+            "name": fn.get("name"),
+            "input": _arguments(fn.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"),
+        }
+        blocks.append({"toolUse": tool_use})
+    return blocks
+
+
+def _arguments(arguments: Any, where: str) -> JSON:
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        raise _err("tool call arguments are not valid JSON", where) from None
+    if not isinstance(value, dict):
+        raise _err("tool call arguments must be a JSON object", where)
+    return value
+
+
+def _tool_result(msg: JSON, where: str) -> JSON:
+    content = _text_blocks(msg.get("content"), f"{where}.content") or [{"text": ""}]
+    result = {"toolUseId": msg.get("tool_call_id"), "content": content, "status": "success"}
+    return {"toolResult": result}
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def converse_response_to_openai(resp: JSON, *, model: str, created: int | None = None) -> JSON:
+    finish = _finish_reason(resp.get("stopReason"))
+    texts: list[str] = []
+    calls: list[JSON] = []
+    for block in ((resp.get("output") or {}).get("message") or {}).get("content") or []:
+        if "text" in block:
+            texts.append(block["text"])
+        elif "toolUse" in block:
+            calls.append(_tool_call(block["toolUse"]))
+    message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
+    message["refusal"] = None
+    if calls:
+        message["tool_calls"] = calls
+    request_id = (resp.get("ResponseMetadata") or {}).get("RequestId")
+    return {
+        "id": f"chatcmpl-{request_id}" if request_id else _fallback_id(),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": converse_usage_to_openai(resp.get("usage") or {}),
+    }
+
+
+def _finish_reason(stop_reason: Any) -> str:
+    if stop_reason in MALFORMED_STOP_REASONS:
+        raise InvalidUpstreamResponse(f"Bedrock stopped with {stop_reason}")
+    return STOP_REASON_TO_FINISH.get(str(stop_reason), "stop")
+
+
+def _tool_call(tool_use: JSON) -> JSON:
+    arguments = orjson.dumps(tool_use.get("input") or {}).decode()
+    return {
+        "id": tool_use.get("toolUseId"),
+        "type": "function",
+        "function": {"name": tool_use.get("name"), "arguments": arguments},
+    }
+
+
+def converse_usage_to_openai(usage: JSON) -> JSON:
+    # Like Anthropic's, Bedrock's inputTokens excludes the cached ones.
+    cache_read = int(usage.get("cacheReadInputTokens") or 0)
+    cache_write = int(usage.get("cacheWriteInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + cache_read + cache_write
+    completion = int(usage.get("outputTokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
+    }
+
+
+def _fallback_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def bedrock_error_to_openai(code: str, message: str, status: int) -> JSON:
+    kind = STATUS_TO_OPENAI_TYPE.get(status) or ("server_error" if status >= 500 else None)
+    kind = kind or "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+class ConverseStreamToOpenAI:
+    def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(time.time()) if created is None else created
+        self._id = _fallback_id()
+        self._tool_index: dict[int, int] = {}
+        self._usage: JSON | None = None
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return None if self._usage is None else int(self._usage["prompt_tokens"])
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return None if self._usage is None else int(self._usage["completion_tokens"])
+
+    def feed(self, event: JSON) -> list[JSON]:
+        if "messageStart" in event:
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if "contentBlockStart" in event:
+            return self._block_start(event["contentBlockStart"])
+        if "contentBlockDelta" in event:
+            return self._block_delta(event["contentBlockDelta"])
+        if "messageStop" in event:
+            finish = _finish_reason(event["messageStop"].get("stopReason"))
+            return [self._chunk({}, finish)]
+        if "metadata" in event:
+            self._usage = converse_usage_to_openai(event["metadata"].get("usage") or {})
+            return [self._usage_chunk(self._usage)] if self._include_usage else []
+        return []
+
+    def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    def _usage_chunk(self, usage: JSON) -> JSON:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+            "usage": usage,
+        }
+
+    def _block_start(self, data: JSON) -> list[JSON]:
+        tool_use = (data.get("start") or {}).get("toolUse")
+        if tool_use is None:
+            return []
+        k = self._tool_index[int(data.get("contentBlockIndex", 0))] = len(self._tool_index)
+        call = {
+            "index": k,
+            "id": tool_use.get("toolUseId"),
+            "type": "function",
+            "function": {"name": tool_use.get("name"), "arguments": ""},
+        }
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _block_delta(self, data: JSON) -> list[JSON]:
+        delta = data.get("delta") or {}
+        if delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        fragment = (delta.get("toolUse") or {}).get("input")
+        k = self._tool_index.get(int(data.get("contentBlockIndex", 0)))
+        if fragment and k is not None:
+            call = {"index": k, "function": {"arguments": fragment}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
