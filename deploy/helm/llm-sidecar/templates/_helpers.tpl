@@ -1,0 +1,236 @@
+{{/*
+Every template takes the including chart's root context (`.`) and reads `.Values.sidecar`.
+Usage in an app chart's pod spec:
+
+  metadata:
+    annotations:
+      {{- include "llm-sidecar.podAnnotations" . | nindent 8 }}
+  spec:
+    terminationGracePeriodSeconds: {{ include "llm-sidecar.terminationGracePeriodSeconds" . }}
+    initContainers:
+      {{- include "llm-sidecar.initContainers" . | nindent 8 }}
+    containers:
+      - name: app ...
+      {{- include "llm-sidecar.containers" . | nindent 8 }}
+    volumes:
+      {{- include "llm-sidecar.volumes" . | nindent 8 }}
+
+and, once per release, in a template of its own:
+
+  {{ include "llm-sidecar.configMaps" . }}
+*/}}
+
+{{- define "llm-sidecar.values" -}}
+{{- $defaults := include "llm-sidecar.defaults" . | fromYaml -}}
+{{- $user := deepCopy (.Values.sidecar | default dict) -}}
+{{- toYaml (mergeOverwrite $defaults $user) -}}
+{{- end -}}
+
+{{- define "llm-sidecar.fullname" -}}
+{{- printf "%s-llm-sidecar" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+native: an init container with restartPolicy Always (KEP-753): it starts before the app, stops
+after it, and does not keep a Job's pod alive. Beta and on by default from 1.29, GA in 1.33.
+*/}}
+{{- define "llm-sidecar.mode" -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+{{- if eq $c.mode "auto" -}}
+{{- if semverCompare ">=1.29-0" .Capabilities.KubeVersion.Version -}}native{{- else -}}legacy{{- end -}}
+{{- else if or (eq $c.mode "native") (eq $c.mode "legacy") -}}
+{{- $c.mode -}}
+{{- else -}}
+{{- fail (printf "sidecar.mode must be auto, native or legacy, not %q" $c.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llm-sidecar.image" -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+{{- if $c.image.digest -}}
+{{- printf "%s@%s" $c.image.repository $c.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $c.image.repository (toString $c.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Keys that hold credentials: they come from the Secret only, never from values. */}}
+{{- define "llm-sidecar.secretKeyPattern" -}}
+(API_KEY|AUTH_TOKEN|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|AWS_ACCESS_KEY_ID)$
+{{- end -}}
+
+{{- define "llm-sidecar.validate" -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+{{- if and (not $c.backends) (not $c.chains) -}}
+{{- fail "sidecar.backends (SIDECAR_BACKENDS) or sidecar.chains (SIDECAR_CONFIG) is required" -}}
+{{- end -}}
+{{- if and $c.backends (hasKey ($c.chains | default dict) "default") -}}
+{{- fail "sidecar.chains defines `default` and sidecar.backends defines it too; keep one" -}}
+{{- end -}}
+{{- range $k, $v := $c.env -}}
+{{- if regexMatch (include "llm-sidecar.secretKeyPattern" $) $k -}}
+{{- fail (printf "sidecar.env.%s is a credential: put it in an existing Secret and map it in sidecar.secret.env" $k) -}}
+{{- end -}}
+{{- if or (eq $k "SIDECAR_HOST") (eq $k "SIDECAR_PORT") (eq $k "SIDECAR_ADMIN_HOST") (eq $k "SIDECAR_ADMIN_PORT") (eq $k "SIDECAR_BACKENDS") (eq $k "SIDECAR_CONFIG") -}}
+{{- fail (printf "sidecar.env.%s is set by the chart: use sidecar.ports, sidecar.exposeProxy, sidecar.backends or sidecar.chains" $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $c.secret.env (not $c.secret.name) -}}
+{{- fail "sidecar.secret.env maps keys of a Secret: set sidecar.secret.name to an existing Secret" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llm-sidecar.configMaps" -}}
+{{- include "llm-sidecar.validate" . -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "llm-sidecar.fullname" . }}-env
+  labels:
+    {{- include "llm-sidecar.labels" . | nindent 4 }}
+data:
+  SIDECAR_HOST: {{ ternary "0.0.0.0" "127.0.0.1" $c.exposeProxy | quote }}
+  SIDECAR_PORT: {{ $c.ports.proxy | toString | quote }}
+  {{- /* kubelet probes and Prometheus connect to the pod IP, not to loopback. */}}
+  SIDECAR_ADMIN_HOST: "0.0.0.0"
+  SIDECAR_ADMIN_PORT: {{ $c.ports.admin | toString | quote }}
+  SIDECAR_SHUTDOWN_DELAY_S: {{ $c.shutdown.delaySeconds | toString | quote }}
+  SIDECAR_SHUTDOWN_GRACE_S: {{ $c.shutdown.graceSeconds | toString | quote }}
+  SIDECAR_LOG_LEVEL: {{ $c.logLevel | quote }}
+  SIDECAR_LOG_FORMAT: "json"
+  {{- if $c.backends }}
+  SIDECAR_BACKENDS: {{ $c.backends | quote }}
+  {{- end }}
+  {{- if $c.chains }}
+  SIDECAR_CONFIG: "/etc/llm-sidecar/chains.yaml"
+  {{- end }}
+  {{- range $k, $v := $c.env }}
+  {{ $k }}: {{ $v | toString | quote }}
+  {{- end }}
+{{- if $c.chains }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "llm-sidecar.fullname" . }}-chains
+  labels:
+    {{- include "llm-sidecar.labels" . | nindent 4 }}
+data:
+  chains.yaml: |
+    {{- toYaml (dict "fallback_chains" $c.chains) | nindent 4 }}
+{{- end }}
+{{- end -}}
+
+{{- define "llm-sidecar.labels" -}}
+app.kubernetes.io/name: llm-sidecar
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: llm-proxy
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Rolls the pods when the sidecar's configuration changes (ConfigMaps do not restart pods). */}}
+{{- define "llm-sidecar.podAnnotations" -}}
+checksum/llm-sidecar-config: {{ include "llm-sidecar.configMaps" . | sha256sum }}
+{{- end -}}
+
+{{/*
+The sidecar needs SHUTDOWN_DELAY_S + SHUTDOWN_GRACE_S after SIGTERM; 5 s more covers process exit.
+In native mode the kubelet stops the app first and the sidecar after it, within the same budget,
+so an app chart should use the larger of its own need plus this value.
+*/}}
+{{- define "llm-sidecar.terminationGracePeriodSeconds" -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+{{- add (ceil (float64 $c.shutdown.delaySeconds)) (ceil (float64 $c.shutdown.graceSeconds)) 5 | int -}}
+{{- end -}}
+
+{{- define "llm-sidecar.container" -}}
+{{- include "llm-sidecar.validate" . -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+{{- $mode := include "llm-sidecar.mode" . -}}
+name: llm-sidecar
+image: {{ include "llm-sidecar.image" . | quote }}
+imagePullPolicy: {{ $c.image.pullPolicy }}
+{{- if eq $mode "native" }}
+restartPolicy: Always
+{{- end }}
+ports:
+  - name: sidecar-proxy
+    containerPort: {{ $c.ports.proxy }}
+    protocol: TCP
+  - name: sidecar-admin
+    containerPort: {{ $c.ports.admin }}
+    protocol: TCP
+envFrom:
+  - configMapRef:
+      name: {{ include "llm-sidecar.fullname" . }}-env
+{{- if $c.secret.env }}
+env:
+  {{- range $envName, $key := $c.secret.env }}
+  - name: {{ $envName }}
+    valueFrom:
+      secretKeyRef:
+        name: {{ $c.secret.name }}
+        key: {{ $key }}
+  {{- end }}
+{{- end }}
+{{- /* /readyz answers once the proxy listens: in native mode the app starts only after that. */}}
+startupProbe:
+  httpGet:
+    path: /readyz
+    port: {{ $c.ports.admin }}
+  periodSeconds: {{ $c.probes.startup.periodSeconds }}
+  failureThreshold: {{ $c.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /livez
+    port: {{ $c.ports.admin }}
+  periodSeconds: {{ $c.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ $c.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ $c.probes.liveness.failureThreshold }}
+{{- /* /readyz never reflects backend health: a native sidecar's readiness gates the whole pod. */}}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ $c.ports.admin }}
+  periodSeconds: {{ $c.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ $c.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ $c.probes.readiness.failureThreshold }}
+resources:
+  {{- toYaml $c.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $c.securityContext | nindent 2 }}
+volumeMounts:
+  - name: llm-sidecar-tmp
+    mountPath: /tmp
+  {{- if $c.chains }}
+  - name: llm-sidecar-config
+    mountPath: /etc/llm-sidecar
+    readOnly: true
+  {{- end }}
+{{- end -}}
+
+{{- define "llm-sidecar.initContainers" -}}
+{{- if eq (include "llm-sidecar.mode" .) "native" -}}
+{{- list (include "llm-sidecar.container" . | fromYaml) | toYaml }}
+{{- end -}}
+{{- end -}}
+
+{{- define "llm-sidecar.containers" -}}
+{{- if eq (include "llm-sidecar.mode" .) "legacy" -}}
+{{- list (include "llm-sidecar.container" . | fromYaml) | toYaml }}
+{{- end -}}
+{{- end -}}
+
+{{- define "llm-sidecar.volumes" -}}
+{{- $c := include "llm-sidecar.values" . | fromYaml -}}
+- name: llm-sidecar-tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 16Mi
+{{- if $c.chains }}
+- name: llm-sidecar-config
+  configMap:
+    name: {{ include "llm-sidecar.fullname" . }}-chains
+{{- end }}
+{{- end -}}
