@@ -73,4 +73,7 @@ def test_rules_cover_the_issue_alerts_and_recordings() -> None:
         "LLMSidecarDown",
     }
     records = {rule["record"] for rule in _rules() if "record" in rule}
-    assert {"llm_sidecar:backend_success_ratio:rate5m", "llm_sidecar:fallback_rate:rate5m"} <= records
+    assert {
+        "llm_sidecar:backend_success_ratio:rate5m",
+        "llm_sidecar:fallback_rate:rate5m",
+    } <= records
