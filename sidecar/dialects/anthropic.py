@@ -221,8 +221,10 @@ def _openai_tool_to_anthropic(tool: JSON, i: int) -> JSON:
 def _openai_tool_choice_to_anthropic(body: JSON) -> JSON | None:
     choice = body.get("tool_choice")
     out: JSON | None
-    if choice is None or choice == "auto":
+    if choice is None:
         out = {"type": "auto"} if body.get("parallel_tool_calls") is False else None
+    elif choice == "auto":
+        out = {"type": "auto"}
     elif choice == "required":
         out = {"type": "any"}
     elif choice == "none":
