@@ -1,0 +1,177 @@
+"""The one place objects are wired: `create_app(config, registry=None)` → `Sidecar`.
+
+Two listeners: the proxy (`SIDECAR_HOST:PORT`) and the admin port (`/metrics`, `/livez`,
+`/readyz`, `/status`). Shutdown (CONTRACT §10): `/readyz` turns 503 at once; the proxy keeps
+accepting for `SHUTDOWN_DELAY_S`, then stops; in-flight requests get up to `SHUTDOWN_GRACE_S`;
+streams still open then end with a terminal error event.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from sidecar import __version__
+from sidecar.backends import adapter_for
+from sidecar.chain import FallbackChain, Member
+from sidecar.circuit import Circuit, CircuitState
+from sidecar.metrics import Metrics
+from sidecar.redact import Redactor
+from sidecar.routes import Proxy
+from sidecar.settings import Backend, Config
+from sidecar.upstream import Upstream
+
+# Requests whose headers take longer than this are dropped (slowloris); aiohttp has no
+# header-read deadline of its own, so the proxy's keep-alive timer doubles as one.
+_KEEPALIVE_S = 75.0
+_STREAM_ABORT_WAIT_S = 1.0
+
+
+class Sidecar:
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.metrics.configure(
+            {c: [(b.name, b.settings.kind) for b in bs] for c, bs in config.chains.items()}
+        )
+        self.redactor = Redactor(config.secrets())
+        self.members = {name: self._member(b) for name, b in config.backends.items()}
+        s = config.settings
+        self.chains = {
+            name: FallbackChain(
+                name,
+                [self.members[b.name] for b in backends],
+                s,
+                self.metrics,
+                self.redactor,
+            )
+            for name, backends in config.chains.items()
+        }
+        self.proxy = Proxy(config, self.chains, self.metrics)
+        self.proxy_app = self._proxy_app()
+        self.admin_app = self._admin_app()
+        self._runners: list[web.AppRunner] = []
+        self._proxy_site: web.TCPSite | None = None
+        self.ports: tuple[int, int] = (0, 0)
+
+    def _member(self, b: Backend) -> Member:
+        s = self.config.settings
+        gauge = self.metrics.circuit.labels(b.name)
+
+        def on_change(state: CircuitState) -> None:
+            gauge.set(int(state))
+
+        circuit = Circuit(
+            failures_to_open=s.circuit_failures,
+            cooldown_s=s.circuit_cooldown_s,
+            max_cooldown_s=max(s.circuit_max_cooldown_s, s.circuit_cooldown_s),
+            retry_after_max_s=s.retry_after_max_s,
+            on_change=on_change,
+        )
+        return Member(b, adapter_for(b), Upstream(b), circuit)
+
+    def _proxy_app(self) -> web.Application:
+        app = web.Application(handler_args={"keepalive_timeout": _KEEPALIVE_S})
+        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
+        app.cleanup_ctx.append(self._upstreams)
+        return app
+
+    async def _upstreams(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application()
+        metrics = make_aiohttp_handler(self.registry)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status)
+        return app
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.proxy.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        body = orjson.dumps(self.status())
+        return web.Response(body=body, content_type="application/json")
+
+    def status(self) -> dict[str, object]:
+        chains_of: dict[str, list[str]] = {name: [] for name in self.members}
+        for chain, backends in self.config.chains.items():
+            for b in backends:
+                chains_of[b.name].append(chain)
+        backends = []
+        for name, m in self.members.items():
+            state = m.circuit.state
+            self.metrics.circuit.labels(name).set(int(state))
+            backends.append(
+                {
+                    "name": name,
+                    "kind": m.config.settings.kind,
+                    "chains": chains_of[name],
+                    "circuit": state.label,
+                    "cooldown_remaining_s": round(m.circuit.cooldown_remaining_s(), 3),
+                    "consecutive_failures": m.circuit.consecutive_failures,
+                }
+            )
+        return {
+            "version": __version__,
+            "draining": self.proxy.draining,
+            "inflight": self.proxy.inflight,
+            "chains": {c: [b.name for b in bs] for c, bs in self.config.chains.items()},
+            "backends": backends,
+        }
+
+    async def start(self) -> tuple[int, int]:
+        s = self.config.settings
+        admin = web.AppRunner(self.admin_app, access_log=None, shutdown_timeout=1.0)
+        proxy = web.AppRunner(
+            self.proxy_app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        for runner in (admin, proxy):
+            await runner.setup()
+            self._runners.append(runner)
+        self._proxy_site = web.TCPSite(proxy, s.host, s.port, backlog=1024)
+        admin_site = web.TCPSite(admin, s.admin_host, s.admin_port)
+        await self._proxy_site.start()
+        await admin_site.start()
+        self.ports = (int(proxy.addresses[0][1]), int(admin.addresses[0][1]))
+        return self.ports
+
+    async def drain(self) -> None:
+        """SIGTERM: not ready at once, keep serving for the delay, then drain within the grace."""
+        s = self.config.settings
+        self.proxy.draining = True
+        await asyncio.sleep(s.shutdown_delay_s)
+        if self._proxy_site is not None:
+            await self._proxy_site.stop()
+        deadline = time.monotonic() + s.shutdown_grace_s - _STREAM_ABORT_WAIT_S
+        while self.proxy.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for relay in list(self.proxy.streams):
+            relay.abort()
+        abort_deadline = time.monotonic() + _STREAM_ABORT_WAIT_S
+        while self.proxy.inflight and time.monotonic() < abort_deadline:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+
+def create_app(config: Config, *, registry: CollectorRegistry | None = None) -> Sidecar:
+    return Sidecar(config, registry)
+

@@ -1,0 +1,38 @@
+"""Kind `azure`: Azure OpenAI, classic deployment URLs (`API_VERSION` set) or the v1 API.
+
+Classic: `{BASE_URL}/openai/deployments/{DEPLOYMENT}/{operation}?api-version=…`; the deployment
+replaces the model. v1: `{BASE_URL}/openai/v1/{operation}` with `DEPLOYMENT` (if set) as the model.
+The key goes in `api-key`, which both URL styles accept.
+"""
+
+from urllib.parse import quote
+
+from sidecar.backends.openai import OpenAIBackend
+from sidecar.call import Call, Route
+
+_OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
+
+
+class AzureBackend(OpenAIBackend):
+    def credentials(self) -> dict[str, str]:
+        key = self.backend.settings.api_key
+        return {"api-key": key.get_secret_value()} if key else {}
+
+    def url(self, call: Call) -> str:
+        s = self.backend.settings
+        root = self.backend.base_url.rstrip("/")
+        op = call.path if call.route is Route.PASSTHROUGH else _OPERATIONS[call.route]
+        if s.api_version:
+            assert s.deployment is not None  # settings require it with API_VERSION
+            query = f"api-version={quote(s.api_version)}"
+            if call.route is Route.PASSTHROUGH and call.query:
+                query = f"{call.query}&{query}"
+            return f"{root}/openai/deployments/{quote(s.deployment)}/{op}?{query}"
+        url = f"{root}/openai/v1/{op}"
+        return url + (f"?{call.query}" if call.route is Route.PASSTHROUGH and call.query else "")
+
+    def sent_model(self, call: Call) -> str | None:
+        s = self.backend.settings
+        if s.deployment and not s.api_version:
+            return s.deployment
+        return self.model_for(call.model)

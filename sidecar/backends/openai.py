@@ -1,0 +1,92 @@
+"""Kind `openai`: any OpenAI-compatible server (OpenAI, vLLM, Ollama, LM Studio, Gemini).
+
+The caller's bytes go upstream unchanged unless the body must change: a model override or map,
+or `stream_options.include_usage` added to a stream so that tokens can be counted.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from sidecar.backends.base import (
+    Answer,
+    BackendAdapter,
+    InvalidResponse,
+    StreamAdapter,
+    UpstreamRequest,
+)
+from sidecar.call import Call, Route
+from sidecar.dialects.openai import OpenAIStream, usage_of
+
+_OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
+_RELAYED_HEADERS = ("x-ratelimit-",)
+
+
+class OpenAIBackend(BackendAdapter):
+    routes = frozenset({Route.CHAT_COMPLETIONS, Route.EMBEDDINGS, Route.PASSTHROUGH})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._base = self.backend.base_url.rstrip("/")
+        self._static = {k.lower(): v for k, v in self.backend.headers.items()}
+        self._static.update(self.credentials())
+
+    def credentials(self) -> dict[str, str]:
+        key = self.backend.settings.api_key
+        return {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+
+    def url(self, call: Call) -> str:
+        if call.route is Route.PASSTHROUGH:
+            return f"{self._base}/{call.path}" + (f"?{call.query}" if call.query else "")
+        return f"{self._base}/{_OPERATIONS[call.route]}"
+
+    def sent_model(self, call: Call) -> str | None:
+        return self.model_for(call.model)
+
+    def build(self, call: Call) -> UpstreamRequest:
+        headers = dict(call.headers)
+        headers.update(self._static)
+        headers["x-request-id"] = call.request_id
+        return UpstreamRequest(call.method, self.url(call), headers, self._body(call))
+
+    def _body(self, call: Call) -> bytes:
+        body = call.body
+        if body is None:
+            return call.raw
+        model = self.sent_model(call)
+        add_usage = call.stream and not call.include_usage
+        if model == body.get("model") and not add_usage:
+            return call.raw
+        changed = dict(body)
+        if model is not None:
+            changed["model"] = model
+        if add_usage:
+            opts = changed.get("stream_options")
+            changed["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        return orjson.dumps(changed)
+
+    def answer(self, call: Call, body: bytes) -> Answer:
+        if call.route is Route.PASSTHROUGH:
+            return Answer(body)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidResponse("upstream answered 2xx with a body that is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise InvalidResponse("upstream answered 2xx with a body that is not a JSON object")
+        if call.route is Route.CHAT_COMPLETIONS and not isinstance(parsed.get("choices"), list):
+            raise InvalidResponse("upstream answered 2xx without choices")
+        answer = Answer(body)
+        if (usage := usage_of(parsed)) is not None:
+            answer.usage = usage
+        return answer
+
+    def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        return body
+
+    def stream(self, call: Call) -> StreamAdapter:
+        return OpenAIStream(include_usage=call.include_usage)
+
+    def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}

@@ -1,0 +1,393 @@
+"""FallbackChain.forward(call) → Outcome: each backend in order until one answers (CONTRACT §5).
+
+A backend's turn is at most `1 + RETRIES` attempts; only `RETRYABLE` classes are retried, after a
+jittered exponential backoff or an upstream Retry-After of at most `SIDECAR_RETRY_AFTER_WAIT_MAX_S`
+(a longer one ends the turn). A turn that ends in a class of `SIDECAR_FALLBACK_ON` moves on; any
+other class is the caller's answer. Nothing is committed until an attempt has a complete body or,
+for streams, its first content event; the whole search is bounded by `SIDECAR_REQUEST_TIMEOUT_S`.
+The chain knows no provider: backends translate, `upstream` does the I/O.
+"""
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sidecar.backends.base import (
+    BackendAdapter,
+    InvalidResponse,
+    StreamAdapter,
+    StreamStep,
+    Untranslatable,
+    UpstreamRequest,
+    Usage,
+)
+from sidecar.call import Call
+from sidecar.circuit import Circuit, retry_after_header
+from sidecar.dialects.caller import error_body
+from sidecar.failure import RETRYABLE, FailureClass, classify_status
+from sidecar.metrics import BackendSeries, Metrics
+from sidecar.redact import Redactor
+from sidecar.retry_after import parse_retry_after
+from sidecar.settings import Backend, GlobalSettings
+from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
+
+F = FailureClass
+
+# The status a caller sees for a failure that had no HTTP status of its own.
+_STATUS_OF: dict[FailureClass, int] = {
+    F.TIMEOUT: 504,
+    F.RATE_LIMITED: 429,
+    F.QUOTA_EXHAUSTED: 429,
+    F.OVERLOADED: 503,
+}
+_MAX_BACKOFF_S = 8.0
+
+
+@dataclass(slots=True)
+class Member:
+    """A configured backend with everything it needs at run time; shared by every chain."""
+
+    config: Backend
+    adapter: BackendAdapter
+    upstream: Upstream
+    circuit: Circuit
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    backend: str
+    cls: FailureClass | None
+    status: int | None
+    ms: float
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class Committed:
+    """A stream at its commit point: the caller may now be sent `head`, then the rest."""
+
+    member: Member
+    series: BackendSeries
+    response: UpstreamResponse
+    adapter: StreamAdapter
+    head: bytes
+    step: StreamStep
+    sent_at: float
+    redact: Callable[[bytes], bytes]
+
+
+@dataclass(slots=True)
+class Failure:
+    cls: FailureClass
+    detail: str
+    status: int | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    retry_after_s: float | None = None
+    budget_spent: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    chain: str
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    sent: int = 0
+    backend: str | None = None
+    reply: Reply | None = None
+    stream: Committed | None = None
+    exhausted: bool = False
+    usage: Usage | None = None
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-sidecar-attempts": str(self.sent)}
+        if self.backend is not None:
+            h["x-sidecar-backend"] = self.backend
+        failures = [f"{a.backend}={a.cls}" for a in self.attempts if a.cls is not None]
+        if failures:
+            h["x-sidecar-failures"] = ",".join(failures)
+        if self.exhausted:
+            h["x-anyllm-fallback-exhausted"] = "true"
+        return h
+
+
+class FallbackChain:
+    def __init__(
+        self,
+        name: str,
+        members: Sequence[Member],
+        settings: GlobalSettings,
+        metrics: Metrics,
+        redactor: Redactor,
+    ) -> None:
+        self.name = name
+        self._redact = redactor.bytes
+        self.members = tuple(members)
+        self._settings = settings
+        self._fallback_on = settings.fallback_classes
+        self._series = [metrics.series(name, m.name) for m in self.members]
+        self._exhausted = metrics.exhausted.labels(name)
+
+    async def forward(self, call: Call) -> Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.request_timeout_s
+        out = Outcome(self.name)
+        last: Failure | None = None
+        untranslatable: Untranslatable | None = None
+        for member, series in zip(self.members, self._series, strict=True):
+            if loop.time() >= deadline:
+                break
+            if not member.adapter.supports(call.route):
+                self._skip(out, member, series, F.UNSUPPORTED)
+                continue
+            try:
+                req = member.adapter.build(call)
+            except Untranslatable as e:
+                untranslatable = untranslatable or e
+                self._skip(out, member, series, F.UNSUPPORTED)
+                continue
+            if not member.circuit.acquire():
+                self._skip(out, member, series, F.CIRCUIT_OPEN)
+                continue
+            result = await self._turn(out, member, series, call, req, deadline)
+            if not isinstance(result, Failure):
+                return out
+            last = result
+        return self._exhaust(out, call, last, untranslatable, loop.time() >= deadline)
+
+    def _skip(self, out: Outcome, m: Member, series: BackendSeries, cls: FailureClass) -> None:
+        series.skipped.inc()
+        series.failures[cls].inc()
+        out.attempts.append(AttemptRecord(m.name, cls, None, 0.0))
+
+    async def _turn(
+        self,
+        out: Outcome,
+        m: Member,
+        series: BackendSeries,
+        call: Call,
+        req: UpstreamRequest,
+        deadline: float,
+    ) -> Failure | None:
+        """One backend's turn. None: the caller has its answer in `out`."""
+        retries = m.config.settings.retries
+        attempt = 0
+        try:
+            while True:
+                result = await self._attempt(out, m, series, call, req, deadline)
+                if not isinstance(result, Failure):
+                    m.circuit.record_success()
+                    return None
+                wait = self._retry_wait(m, result, attempt, retries, deadline)
+                if wait is None:
+                    break
+                attempt += 1
+                await asyncio.sleep(wait)
+        except BaseException:
+            m.circuit.release()
+            raise
+        return self._end_turn(out, m, call, result)
+
+    def _retry_wait(
+        self, m: Member, f: Failure, attempt: int, retries: int, deadline: float
+    ) -> float | None:
+        if f.cls not in RETRYABLE or attempt >= retries:
+            return None
+        if f.retry_after_s is not None:
+            if f.retry_after_s > self._settings.retry_after_wait_max_s:
+                return None
+            wait = f.retry_after_s
+        else:
+            base = m.config.settings.retry_backoff_s * (2**attempt)
+            wait = min(base, _MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+        if asyncio.get_running_loop().time() + wait >= deadline:
+            return None
+        return wait
+
+    def _end_turn(self, out: Outcome, m: Member, call: Call, f: Failure) -> Failure | None:
+        if f.cls not in self._fallback_on:
+            m.circuit.record_neutral()
+            out.reply = self._failure_reply(call, f, m.name)
+            return None
+        if f.budget_spent:
+            m.circuit.release()
+        else:
+            open_now = f.cls is F.QUOTA_EXHAUSTED or (
+                f.cls is F.RATE_LIMITED and f.retry_after_s is not None
+            )
+            m.circuit.record_failure(retry_after_s=f.retry_after_s, open_now=open_now)
+        return f
+
+    async def _attempt(
+        self,
+        out: Outcome,
+        m: Member,
+        series: BackendSeries,
+        call: Call,
+        req: UpstreamRequest,
+        deadline: float,
+    ) -> Failure | None:
+        s = m.config.settings
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        own = s.first_token_timeout_s if call.stream else s.response_timeout_s
+        limit = min(own, deadline - start)
+        out.sent += 1
+        out.backend = m.name
+        try:
+            async with asyncio.timeout(limit):
+                resp = await m.upstream.send(req)
+                result = await self._read(out, m, series, call, resp, start)
+        except TimeoutError:
+            what = "request budget" if limit < own else "first token" if call.stream else "response"
+            result = Failure(F.TIMEOUT, f"{what} timeout", budget_spent=limit < own)
+        except UpstreamError as e:
+            cls = F.SERVER_ERROR if e.cls is F.STREAM_INTERRUPTED else e.cls
+            result = Failure(cls, e.detail)
+        ms = (loop.time() - start) * 1000
+        series.attempt_seconds.observe(ms / 1000)
+        if result is None:
+            series.success.inc()
+            out.attempts.append(AttemptRecord(m.name, None, 200, ms))
+            return None
+        series.failure.inc()
+        series.failures[result.cls].inc()
+        out.attempts.append(AttemptRecord(m.name, result.cls, result.status, ms))
+        return result
+
+    async def _read(
+        self,
+        out: Outcome,
+        m: Member,
+        series: BackendSeries,
+        call: Call,
+        resp: UpstreamResponse,
+        start: float,
+    ) -> Failure | None:
+        try:
+            if not 200 <= resp.status < 300:
+                return await self._error(m, call, resp)
+            if call.stream:
+                return await self._until_commit(out, m, series, call, resp, start)
+            body = await resp.read()
+        finally:
+            if out.stream is None:
+                resp.close()
+        try:
+            answer = m.adapter.answer(call, body)
+        except InvalidResponse as e:
+            return Failure(F.INVALID_RESPONSE, str(e), status=resp.status)
+        headers = m.adapter.response_headers(resp.headers)
+        out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
+        out.usage = answer.usage
+        series.prompt_tokens.inc(answer.usage.prompt)
+        series.completion_tokens.inc(answer.usage.completion)
+        return None
+
+    async def _error(self, m: Member, call: Call, resp: UpstreamResponse) -> Failure:
+        body = await resp.read()
+        cls = classify_status(resp.status, body)
+        assert cls is not None
+        headers = {}
+        retry_after = parse_retry_after(resp.headers, now=time.time())
+        if retry_after is not None and "retry-after" in resp.headers:
+            headers["retry-after"] = resp.headers["retry-after"]
+        return Failure(
+            cls,
+            f"upstream answered {resp.status}",
+            status=resp.status,
+            body=self._redact(m.adapter.error_body(call, resp.status, body)),
+            headers=headers,
+            retry_after_s=retry_after,
+        )
+
+    async def _until_commit(
+        self,
+        out: Outcome,
+        m: Member,
+        series: BackendSeries,
+        call: Call,
+        resp: UpstreamResponse,
+        start: float,
+    ) -> Failure | None:
+        adapter = m.adapter.stream(call)
+        head: list[bytes] = []
+        while True:
+            chunk = await resp.chunk()
+            step = adapter.feed(chunk) if chunk else adapter.end()
+            if step.error is not None:
+                cls, body = step.error
+                return Failure(cls, "error event before the first content", body=self._redact(body))
+            if step.out:
+                head.append(step.out)
+            if step.content or step.finished or step.done:
+                break
+            if not chunk:
+                return Failure(F.SERVER_ERROR, "stream ended before any content")
+        series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
+        step.out = b"".join(head)
+        out.stream = Committed(m, series, resp, adapter, step.out, step, start, self._redact)
+        return None
+
+    def _failure_reply(self, call: Call, f: Failure, backend: str) -> Reply:
+        if f.status is not None and f.body is not None and f.cls is not F.INVALID_RESPONSE:
+            return Reply(f.status, f.body, dict(f.headers))
+        status = _STATUS_OF.get(f.cls, 502)
+        if f.body is not None and f.status is None and f.cls is not F.INVALID_RESPONSE:
+            # An in-band error event before content: its own body, a status of the same meaning.
+            return Reply(status, _event_body(f.body), dict(f.headers))
+        message = f"backend {backend!r} failed: {f.detail} ({f.cls})"
+        return Reply(status, error_body(call.dialect, status, message, code=f.cls.value))
+
+    def _exhaust(
+        self,
+        out: Outcome,
+        call: Call,
+        last: Failure | None,
+        untranslatable: Untranslatable | None,
+        budget_spent: bool,
+    ) -> Outcome:
+        out.exhausted = True
+        self._exhausted.inc()
+        if budget_spent:
+            msg = f"no backend of chain {self.name!r} answered within SIDECAR_REQUEST_TIMEOUT_S"
+            out.reply = Reply(504, error_body(call.dialect, 504, msg, code="timeout"))
+        elif last is not None:
+            out.reply = self._failure_reply(call, last, out.backend or "")
+        elif untranslatable is not None:
+            out.reply = Reply(
+                400,
+                error_body(call.dialect, 400, untranslatable.message, param=untranslatable.param),
+            )
+        elif any(a.cls is F.CIRCUIT_OPEN for a in out.attempts):
+            circuits = [m.circuit for m in self.members]
+            msg = f"every backend of chain {self.name!r} is cooling down (circuit open)"
+            out.reply = Reply(
+                503,
+                error_body(call.dialect, 503, msg, code="circuit_open"),
+                {"retry-after": retry_after_header(circuits)},
+            )
+        else:
+            msg = f"no backend of chain {self.name!r} serves this route"
+            out.reply = Reply(400, error_body(call.dialect, 400, msg, code="unsupported"))
+        return out
+
+
+def _event_body(event: bytes) -> bytes:
+    # `data: {...}\n\n` (OpenAI) or `event: error\ndata: {...}\n\n` (Anthropic) → the JSON.
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            return line[5:].strip()
+    return event

@@ -1,0 +1,153 @@
+"""OpenAI Chat Completions wire shapes: error bodies and the stream read as a commit-point signal.
+
+Stream rules (protocols.md §1.3, CONTRACT §5, §11):
+- content: a delta with non-empty `content` or `refusal`, or any `tool_calls` / `function_call`;
+  a role-only first chunk is not content;
+- finished: any choice with a non-null `finish_reason`;
+- done: `data: [DONE]`;
+- an object with an `error` key is an in-band error; data that is not a JSON object is malformed;
+- a choice without `delta` (Azure content-filter annotations) gets `delta: {}` so that the openai
+  SDK's `.stream()` helper does not crash on it;
+- the usage-only chunk (`choices: []`, `usage`) is dropped when the caller did not ask for it: the
+  sidecar asks every OpenAI-family upstream for usage to count tokens.
+"""
+
+from typing import Any
+
+import orjson
+
+from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.dialects.sse import SSEDecoder
+from sidecar.failure import FailureClass, classify_error_event
+
+DONE = b"data: [DONE]\n\n"
+
+_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "timeout",
+}
+
+
+def error_type_for(status: int) -> str:
+    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(
+    message: str, *, status: int, code: str | None = None, param: str | None = None
+) -> bytes:
+    error = {"message": message, "type": error_type_for(status), "param": param, "code": code}
+    return orjson.dumps({"error": error})
+
+
+def error_event(message: str, error_type: str) -> bytes:
+    error = {"message": message, "type": error_type, "param": None, "code": error_type}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+
+
+def usage_of(obj: Any) -> Usage | None:
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return Usage(
+        prompt=prompt if isinstance(prompt, int) else 0,
+        completion=completion if isinstance(completion, int) else 0,
+    )
+
+
+class OpenAIStream(StreamAdapter):
+    """An OpenAI-dialect upstream stream relayed to an OpenAI-dialect caller."""
+
+    __slots__ = ("_decoder", "_keep_usage", "text", "text_only", "usage")
+
+    def __init__(self, *, include_usage: bool) -> None:
+        self._decoder = SSEDecoder()
+        self._keep_usage = include_usage
+        self.usage = Usage()
+        self.text: list[str] = []
+        self.text_only = True
+
+    def feed(self, data: Any) -> StreamStep:
+        return self._events(self._decoder.feed(data))
+
+    def end(self) -> StreamStep:
+        return self._events(self._decoder.flush())
+
+    def _events(self, events: list[Any]) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        for ev in events:
+            data: str = ev.data
+            if data == "[DONE]":
+                step.done = True
+                out.append(DONE)
+                break
+            chunk = self._chunk(data, step)
+            if chunk is None:
+                break
+            if chunk:
+                out.append(chunk)
+        step.out = b"".join(out)
+        return step
+
+    def _chunk(self, data: str, step: StreamStep) -> bytes | None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            msg = "upstream sent a malformed stream event"
+            step.error = (FailureClass.INVALID_RESPONSE, error_event(msg, "invalid_response"))
+            return None
+        if "error" in obj:
+            step.error = (classify_error_event(obj), b"data: " + data.encode() + b"\n\n")
+            return None
+        choices = obj.get("choices")
+        if "usage" in obj and (u := usage_of(obj)) is not None:
+            self.usage = u
+            if not choices and not self._keep_usage:
+                return b""
+        patched = isinstance(choices, list) and self._inspect(choices, step)
+        body = orjson.dumps(obj) if patched else data.encode()
+        return b"data: " + body + b"\n\n"
+
+    def _inspect(self, choices: list[Any], step: StreamStep) -> bool:
+        patched = False
+        if len(choices) > 1:
+            self.text_only = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
+                step.finished = True
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                choice["delta"] = {}
+                patched = True
+                continue
+            content = delta.get("content")
+            if content:
+                step.content = True
+                self.text.append(content)
+            if delta.get("tool_calls") or delta.get("function_call"):
+                step.content = True
+                self.text_only = False
+            if delta.get("refusal"):
+                step.content = True
+                self.text_only = False
+        return patched
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return error_event(message, error_type)
+
+    def terminator(self) -> bytes:
+        return DONE

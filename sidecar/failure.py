@@ -1,0 +1,170 @@
+"""What went wrong with an attempt, and what the chain does about it.
+
+Rules (CONTRACT §5, §11), in the order they are applied to an upstream answer:
+
+    upstream answer                                  class
+    -----------------------------------------------  ------------------
+    no response: refused, DNS, TLS, reset            connect_error
+    no response in time (connect / first token /     timeout
+      response deadline, before commit)
+    3xx (redirects are never followed)               invalid_response
+    2xx that cannot be parsed                        invalid_response
+    429 + code insufficient_quota, 402, or           quota_exhausted
+      Anthropic billing_error
+    429                                              rate_limited
+    400 + context_length_exceeded, or Anthropic      context_length
+      invalid_request_error "prompt is too long"
+    401, 403                                         auth
+    503, 529                                         overloaded
+    other 5xx                                        server_error
+    other 4xx                                        client_error
+
+An error event before the first content event is classified by meaning (`ERROR_CODES` below);
+after commit a cut or stall is `stream_interrupted` / `stream_timeout`.
+
+Which classes move on to the next backend is configuration (`SIDECAR_FALLBACK_ON`); which classes
+get the per-backend `RETRIES` is fixed (`RETRYABLE`): a timeout is never retried on the same
+backend, since a slow backend stays slow and the budget is the caller's.
+"""
+
+import enum
+from typing import Any
+
+import orjson
+
+
+class FailureClass(enum.StrEnum):
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    CONTEXT_LENGTH = "context_length"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    CONNECT_ERROR = "connect_error"
+    TIMEOUT = "timeout"
+    AUTH = "auth"
+    CLIENT_ERROR = "client_error"
+    INVALID_RESPONSE = "invalid_response"
+    CIRCUIT_OPEN = "circuit_open"
+    UNSUPPORTED = "unsupported"
+    STREAM_INTERRUPTED = "stream_interrupted"
+    STREAM_TIMEOUT = "stream_timeout"
+
+
+F = FailureClass
+
+DEFAULT_FALLBACK_ON = frozenset(
+    {
+        F.RATE_LIMITED,
+        F.QUOTA_EXHAUSTED,
+        F.OVERLOADED,
+        F.SERVER_ERROR,
+        F.CONNECT_ERROR,
+        F.TIMEOUT,
+        F.CONTEXT_LENGTH,
+    }
+)
+
+RETRYABLE = frozenset({F.RATE_LIMITED, F.OVERLOADED, F.SERVER_ERROR, F.CONNECT_ERROR})
+
+# Classes that a skip, not a sent request, produces.
+SKIPS = frozenset({F.CIRCUIT_OPEN, F.UNSUPPORTED})
+
+# Provider error codes and types (OpenAI `error.code`/`error.type`, Anthropic `error.type`,
+# Bedrock exception names) that decide the class whatever the HTTP status says.
+ERROR_CODES: dict[str, FailureClass] = {
+    "insufficient_quota": F.QUOTA_EXHAUSTED,
+    "billing_error": F.QUOTA_EXHAUSTED,
+    "credit_balance_exhausted": F.QUOTA_EXHAUSTED,
+    "context_length_exceeded": F.CONTEXT_LENGTH,
+    "rate_limit_error": F.RATE_LIMITED,
+    "rate_limit_exceeded": F.RATE_LIMITED,
+    "throttlingexception": F.RATE_LIMITED,
+    "overloaded_error": F.OVERLOADED,
+    "server_is_overloaded": F.OVERLOADED,
+    "slow_down": F.OVERLOADED,
+    "serviceunavailableexception": F.OVERLOADED,
+    "modelnotreadyexception": F.OVERLOADED,
+    "modeltimeoutexception": F.TIMEOUT,
+    "authentication_error": F.AUTH,
+    "permission_error": F.AUTH,
+    "accessdeniedexception": F.AUTH,
+    "validationexception": F.CLIENT_ERROR,
+}
+
+# Statuses whose meaning a provider code may refine; elsewhere the status alone decides.
+_REFINES: dict[int, frozenset[FailureClass]] = {
+    400: frozenset({F.CONTEXT_LENGTH, F.QUOTA_EXHAUSTED}),
+    402: frozenset({F.QUOTA_EXHAUSTED}),
+    403: frozenset({F.QUOTA_EXHAUSTED}),
+    429: frozenset({F.QUOTA_EXHAUSTED}),
+}
+
+_PROMPT_TOO_LONG = "prompt is too long"
+
+
+def classify_status(status: int, body: bytes) -> FailureClass | None:
+    """The class of a non-2xx upstream answer, or None for a 2xx."""
+    if 200 <= status < 300:
+        return None
+    refinable = _REFINES.get(status)
+    if refinable is not None:
+        by_code = code_class(error_codes(body))
+        if by_code in refinable:
+            return by_code
+    return _by_status(status)
+
+
+def _by_status(status: int) -> FailureClass:
+    if 300 <= status < 400:
+        return F.INVALID_RESPONSE
+    if status == 429:
+        return F.RATE_LIMITED
+    if status in (401, 403):
+        return F.AUTH
+    if status in (503, 529):
+        return F.OVERLOADED
+    if status >= 500:
+        return F.SERVER_ERROR
+    return F.CLIENT_ERROR
+
+
+def classify_error_event(error: Any) -> FailureClass:
+    """An in-band error event received before the first content event."""
+    cls = code_class(_codes_of(error))
+    return cls if cls in (F.OVERLOADED, F.RATE_LIMITED, F.QUOTA_EXHAUSTED) else F.SERVER_ERROR
+
+
+def code_class(codes: list[str]) -> FailureClass | None:
+    for code in codes:
+        cls = ERROR_CODES.get(code.lower())
+        if cls is not None:
+            return cls
+        if code.startswith(_PROMPT_TOO_LONG):
+            return F.CONTEXT_LENGTH
+    return None
+
+
+def error_codes(body: bytes) -> list[str]:
+    """Codes and types named by an upstream error body, in any of the providers' shapes."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    return _codes_of(parsed)
+
+
+def _codes_of(parsed: Any) -> list[str]:
+    # Gemini wraps its error object in a list.
+    if isinstance(parsed, list) and parsed:
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return []
+    error = parsed.get("error", parsed)
+    if not isinstance(error, dict):
+        return []
+    codes = [str(error[k]) for k in ("code", "type", "status", "__type") if error.get(k)]
+    message = error.get("message")
+    if error.get("type") == "invalid_request_error" and isinstance(message, str):
+        if _PROMPT_TOO_LONG in message.lower():
+            codes.append(_PROMPT_TOO_LONG)
+    return codes

@@ -1,0 +1,142 @@
+"""The instruments of CONTRACT §7, named once, with every configured series present at zero.
+
+Label children are resolved once per (chain, backend) at startup, so the hot path only calls
+`inc`/`observe` on ready objects.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar import __version__
+from sidecar.failure import FailureClass
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+_FIRST_TOKEN = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120)
+
+
+@dataclass(slots=True)
+class BackendSeries:
+    success: Counter
+    failure: Counter
+    skipped: Counter
+    failures: dict[FailureClass, Counter]
+    attempt_seconds: Histogram
+    first_token_seconds: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    recovery_success: Counter
+    recovery_failure: Counter
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "llm_sidecar_"
+        r = registry
+        self.requests = Counter(
+            p + "requests", "Requests answered.", ["route", "chain", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            p + "request_duration_seconds",
+            "Time from request to the end of the answer.",
+            ["route", "chain"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.attempts = Counter(
+            p + "backend_attempts",
+            "Backend attempts by outcome; skipped ones sent nothing.",
+            ["chain", "backend", "outcome"],
+            registry=r,
+        )
+        self.failures = Counter(
+            p + "backend_failures",
+            "Backend attempts and skips that failed, by failure class.",
+            ["chain", "backend", "class"],
+            registry=r,
+        )
+        self.exhausted = Counter(
+            p + "fallback_exhausted", "Requests for which every backend failed.", ["chain"], registry=r
+        )
+        self.attempt_seconds = Histogram(
+            p + "backend_attempt_duration_seconds",
+            "Time from sending an attempt to its outcome (complete body, or commit for streams).",
+            ["chain", "backend"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.first_token_seconds = Histogram(
+            p + "backend_first_token_seconds",
+            "Streaming: time from send to the first content event.",
+            ["chain", "backend"],
+            buckets=_FIRST_TOKEN,
+            registry=r,
+        )
+        self.tokens = Counter(
+            p + "tokens", "Tokens reported by backends.", ["chain", "backend", "type"], registry=r
+        )
+        self.recoveries = Counter(
+            p + "stream_recoveries",
+            "Broken streams continued on a prefill backend.",
+            ["chain", "backend", "outcome"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            p + "client_disconnects", "Callers that went away before the answer.", ["route"], registry=r
+        )
+        self.inflight = Gauge(p + "inflight_requests", "Requests in flight.", registry=r)
+        self.circuit = Gauge(
+            p + "backend_circuit_state",
+            "Circuit state: 0 closed, 1 open, 2 half-open.",
+            ["backend"],
+            registry=r,
+        )
+        self.info = Gauge(
+            p + "backend_info",
+            "Configured backends, one series per chain position.",
+            ["chain", "backend", "kind", "position"],
+            registry=r,
+        )
+        self.build = Gauge(p + "build_info", "Build information.", ["version"], registry=r)
+        self.build.labels(__version__).set(1)
+        self._series: dict[tuple[str, str], BackendSeries] = {}
+        self._requests: dict[tuple[str, str, int], Counter] = {}
+
+    def configure(self, chains: dict[str, list[tuple[str, str]]]) -> None:
+        """Create every series of CONTRACT §11 at zero; `chains` maps chain → [(backend, kind)]."""
+        for chain, backends in chains.items():
+            self.exhausted.labels(chain)
+            for position, (backend, kind) in enumerate(backends):
+                self.info.labels(chain, backend, kind, str(position)).set(1)
+                self.circuit.labels(backend)
+                self._series[(chain, backend)] = self._make(chain, backend)
+
+    def _make(self, chain: str, backend: str) -> BackendSeries:
+        a, t, rec = self.attempts, self.tokens, self.recoveries
+        return BackendSeries(
+            success=a.labels(chain, backend, "success"),
+            failure=a.labels(chain, backend, "failure"),
+            skipped=a.labels(chain, backend, "skipped"),
+            failures={c: self.failures.labels(chain, backend, c.value) for c in FailureClass},
+            attempt_seconds=self.attempt_seconds.labels(chain, backend),
+            first_token_seconds=self.first_token_seconds.labels(chain, backend),
+            prompt_tokens=t.labels(chain, backend, "prompt"),
+            completion_tokens=t.labels(chain, backend, "completion"),
+            recovery_success=rec.labels(chain, backend, "success"),
+            recovery_failure=rec.labels(chain, backend, "failure"),
+        )
+
+    def series(self, chain: str, backend: str) -> BackendSeries:
+        return self._series[(chain, backend)]
+
+    def request(self, route: str, chain: str, status: int) -> Counter:
+        key = (route, chain, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(route, chain, str(status))
+        return child
+
+    def chains(self) -> Iterable[str]:
+        return {c for c, _ in self._series}

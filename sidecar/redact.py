@@ -1,0 +1,24 @@
+"""Secrets never leave the sidecar: configured keys, and key-shaped strings upstreams echo back."""
+
+import re
+
+REDACTED = "[REDACTED]"
+# Upstreams echo keys back in error bodies, often partly masked ("sk-abc1***wxyz"): anything
+# key-shaped goes, as does the exact value of every configured secret.
+_KEY_SHAPED = re.compile(rb"\b(?:sk|sk-ant|sk-proj|AKIA|ASIA)[-_A-Za-z0-9*]{8,}")
+
+
+class Redactor:
+    def __init__(self, secrets: list[str]) -> None:
+        # Longest first, so a secret that contains another is removed whole.
+        ordered = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = [s.encode() for s in ordered]
+
+    def bytes(self, data: bytes) -> bytes:
+        for s in self._secrets:
+            if s in data:
+                data = data.replace(s, REDACTED.encode())
+        return _KEY_SHAPED.sub(REDACTED.encode(), data)
+
+    def text(self, data: str) -> str:
+        return self.bytes(data.encode()).decode("utf-8", "replace")

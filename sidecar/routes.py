@@ -1,0 +1,315 @@
+"""Inbound handling: admission, auth, routing, body limits and validation → a `Call` → a chain.
+
+Every error the sidecar writes itself is JSON in the caller's dialect (CONTRACT §8); nothing is
+forwarded until the request is known to be well-formed.
+"""
+
+import asyncio
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sidecar.call import Call, Dialect, Route
+from sidecar.chain import FallbackChain, Outcome, Reply
+from sidecar.dialects.caller import error_body
+from sidecar.metrics import Metrics
+from sidecar.relay import StreamRelay, reply
+from sidecar.settings import Config
+from sidecar.upstream import HOP_BY_HOP
+
+log = logging.getLogger("sidecar.access")
+
+# path → (route, method, caller dialect)
+ROUTES: dict[str, tuple[Route, str, Dialect]] = {
+    "/v1/chat/completions": (Route.CHAT_COMPLETIONS, "POST", Dialect.OPENAI),
+    "/v1/messages": (Route.MESSAGES, "POST", Dialect.ANTHROPIC),
+    "/v1/embeddings": (Route.EMBEDDINGS, "POST", Dialect.OPENAI),
+    "/v1/models": (Route.MODELS, "GET", Dialect.OPENAI),
+}
+_NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+
+# Caller headers that reach a backend on the routes the sidecar understands. Everything else,
+# credentials and cookies first, stays here.
+_FORWARDED = frozenset({"accept", "user-agent", "openai-beta", "anthropic-version", "anthropic-beta"})
+# On pass-through, everything but these.
+_NEVER_FORWARDED = HOP_BY_HOP | {
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "x-request-id",
+    "x-sidecar-chain",
+    "accept-encoding",
+}
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, message: str, code: str, headers: Mapping[str, str] = {}):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = dict(headers)
+
+
+@dataclass(slots=True)
+class Inbound:
+    route: Route
+    dialect: Dialect
+    chain: str = "none"
+    model: str | None = None
+
+
+class Proxy:
+    def __init__(self, config: Config, chains: dict[str, FallbackChain], metrics: Metrics) -> None:
+        s = config.settings
+        self.settings = s
+        self.chains = chains
+        self.metrics = metrics
+        self.inflight = 0
+        self.draining = False
+        self.streams: set[StreamRelay] = set()
+        self._token = s.auth_token.get_secret_value().encode() if s.auth_token else None
+        self._models = _model_list(config)
+        self._model_required = {
+            name: not all(b.settings.model for b in backends)
+            for name, backends in config.chains.items()
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        inbound = _route_of(request.path)
+        status = 499
+        outcome: Outcome | None = None
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            outcome, resp = await self._serve(request, request_id, inbound)
+            status = resp.status
+            return resp
+        except Rejected as e:
+            status = e.status
+            return _rejection(e, inbound.dialect, request_id)
+        except asyncio.CancelledError:
+            self.metrics.disconnects.labels(inbound.route.value).inc()
+            raise
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+            elapsed = time.perf_counter() - started
+            self._observe(inbound, status, elapsed)
+            _log(request, request_id, inbound, outcome, status, elapsed)
+
+    async def _serve(
+        self, request: web.Request, request_id: str, inbound: Inbound
+    ) -> tuple[Outcome | None, web.StreamResponse]:
+        if self.inflight > self.settings.max_inflight:
+            raise Rejected(503, "too many requests in flight", "overloaded", {"retry-after": "1"})
+        self._authorize(request)
+        route, dialect = inbound.route, inbound.dialect
+        if route is Route.OTHER:
+            raise Rejected(404, f"unknown route {request.path}", "not_found")
+        spec = ROUTES.get(request.path)
+        if spec is not None and request.method != spec[1]:
+            raise Rejected(405, f"{request.method} is not allowed on {request.path}", "method")
+        if route is Route.MODELS:
+            inbound.chain = "none"
+            return None, _json(200, {"object": "list", "data": self._models}, request_id)
+        raw = await self._body(request)
+        call = self._call(request, request_id, inbound, raw)
+        chain = self.chains[call.chain]
+        outcome = await chain.forward(call)
+        headers = {"x-request-id": request_id, **outcome.headers()}
+        if outcome.stream is not None:
+            relay = StreamRelay(outcome.stream)
+            self.streams.add(relay)
+            try:
+                idle = outcome.stream.member.config.settings.stream_idle_timeout_s
+                return outcome, await relay.run(request, headers, idle)
+            finally:
+                self.streams.discard(relay)
+        assert outcome.reply is not None
+        return outcome, reply(outcome.reply, headers)
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), self._token):
+            raise Rejected(401, "missing or invalid sidecar token", "invalid_api_key")
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise Rejected(413, f"request body over {limit} bytes", "request_too_large")
+        buf = b""
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while chunk := await request.content.readany():
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise Rejected(413, f"request body over {limit} bytes", "request_too_large")
+        except TimeoutError:
+            raise Rejected(408, "request body not received in time", "timeout") from None
+        return buf
+
+    def _call(self, request: web.Request, request_id: str, inbound: Inbound, raw: bytes) -> Call:
+        route = inbound.route
+        body: dict[str, Any] | None = None
+        if route is not Route.PASSTHROUGH:
+            body = _json_object(raw)
+            if route in _NEEDS_MESSAGES and not isinstance(body.get("messages"), list):
+                raise Rejected(400, "'messages' must be a list", "invalid_request")
+        model = body.get("model") if body is not None else _peek_model(raw)
+        if model is not None and not isinstance(model, str):
+            raise Rejected(400, "'model' must be a string", "invalid_request")
+        chain = self._chain(request, model)
+        inbound.chain, inbound.model = chain, model
+        if body is not None and model is None and self._model_required[chain]:
+            raise Rejected(400, "'model' is required", "invalid_request")
+        stream = body is not None and body.get("stream") is True
+        return Call(
+            route=route,
+            dialect=inbound.dialect,
+            method=request.method,
+            path=request.path[4:],
+            query=request.query_string,
+            raw=raw,
+            body=body,
+            stream=stream,
+            model=model,
+            headers=_forwarded(request.headers, route),
+            request_id=request_id,
+            chain=chain,
+        )
+
+    def _chain(self, request: web.Request, model: str | None) -> str:
+        named = request.headers.get("x-sidecar-chain")
+        if named is not None:
+            if named not in self.chains:
+                raise Rejected(400, f"unknown chain {named!r} in x-sidecar-chain", "unknown_chain")
+            return named
+        if model is not None and model in self.chains:
+            return model
+        if "default" in self.chains:
+            return "default"
+        raise Rejected(400, f"no chain named {model!r} and no default chain", "unknown_chain")
+
+    def _observe(self, inbound: Inbound, status: int, elapsed: float) -> None:
+        route = inbound.route.value
+        self.metrics.request(route, inbound.chain, status).inc()
+        self.metrics.request_seconds.labels(route, inbound.chain).observe(elapsed)
+
+
+def _route_of(path: str) -> Inbound:
+    spec = ROUTES.get(path)
+    if spec is not None:
+        return Inbound(spec[0], spec[2])
+    if path.startswith("/v1/") and len(path) > 4:
+        return Inbound(Route.PASSTHROUGH, Dialect.OPENAI)
+    return Inbound(Route.OTHER, Dialect.OPENAI)
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(16)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Rejected(400, "request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise Rejected(400, "request body must be a JSON object", "invalid_request")
+    return body
+
+
+def _peek_model(raw: bytes) -> str | None:
+    # Pass-through bodies are relayed as bytes, but a JSON `model` still selects the chain.
+    if not raw.startswith(b"{"):
+        return None
+    try:
+        model = orjson.loads(raw).get("model")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
+def _forwarded(headers: Mapping[str, str], route: Route) -> dict[str, str]:
+    if route is Route.PASSTHROUGH:
+        return {k.lower(): v for k, v in headers.items() if k.lower() not in _NEVER_FORWARDED}
+    out = {k.lower(): v for k, v in headers.items() if k.lower() in _FORWARDED}
+    out["content-type"] = "application/json"
+    return out
+
+
+def _model_list(config: Config) -> list[dict[str, str]]:
+    ids = list(config.chains)
+    for backend in config.backends.values():
+        ids += [m for m in backend.model_map if m not in ids]
+    return [{"id": i, "object": "model", "owned_by": "llm-sidecar"} for i in dict.fromkeys(ids)]
+
+
+def _json(status: int, body: Any, request_id: str) -> web.Response:
+    return reply(Reply(status, orjson.dumps(body)), {"x-request-id": request_id})
+
+
+def _rejection(e: Rejected, dialect: Dialect, request_id: str) -> web.Response:
+    body = error_body(dialect, e.status, e.message, code=e.code)
+    resp = reply(Reply(e.status, body, e.headers), {"x-request-id": request_id})
+    if e.status in (408, 413):
+        # The rest of the body was never read: the connection cannot be reused.
+        resp.force_close()
+    return resp
+
+
+def _log(
+    request: web.Request,
+    request_id: str,
+    inbound: Inbound,
+    outcome: Outcome | None,
+    status: int,
+    elapsed: float,
+) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    attempts = []
+    served_by = None
+    if outcome is not None:
+        attempts = [
+            {"backend": a.backend, "class": a.cls, "status": a.status, "ms": round(a.ms, 1)}
+            for a in outcome.attempts
+        ]
+        served_by = outcome.backend if outcome.reply is None or outcome.reply.status < 400 else None
+    log.info(
+        "request",
+        extra={
+            "fields": {
+                "request_id": request_id,
+                "method": request.method,
+                "route": inbound.route.value,
+                "chain": inbound.chain,
+                "model": inbound.model,
+                "attempts": attempts,
+                "served_by": served_by,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 1),
+            }
+        },
+    )
+

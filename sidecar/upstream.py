@@ -1,0 +1,135 @@
+"""The only network code toward backends. aiohttp's exceptions become `UpstreamError` here.
+
+One pooled `ClientSession` per backend (its `MAX_CONNECTIONS` is a per-backend pool). Redirects are
+never followed. Deadlines (first token, response, stream idle, the chain's budget) are the chain's
+and the relay's business: they wrap these calls in `asyncio.timeout`.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from types import TracebackType
+
+import aiohttp
+
+from sidecar.backends.base import UpstreamRequest
+from sidecar.failure import FailureClass
+from sidecar.settings import Backend
+
+# Headers aiohttp computes itself or that must never cross the sidecar (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "host",
+    }
+)
+
+
+class UpstreamError(Exception):
+    def __init__(self, cls: FailureClass, detail: str) -> None:
+        super().__init__(detail)
+        self.cls = cls
+        self.detail = detail
+
+
+class UpstreamResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    @property
+    def content_type(self) -> str:
+        return self._resp.content_type
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+            raise UpstreamError(FailureClass.SERVER_ERROR, _describe(e)) from None
+
+    async def chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; b"" at a clean end."""
+        try:
+            return await self._resp.content.readany()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+            raise UpstreamError(FailureClass.STREAM_INTERRUPTED, _describe(e)) from None
+
+    def close(self) -> None:
+        # close(), not release(): an abandoned body must drop the connection so the upstream
+        # sees the cancel at once rather than keep generating tokens.
+        self._resp.close()
+
+    async def __aenter__(self) -> "UpstreamResponse":
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Upstream:
+    """The connection pool and sender for one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        s = backend.settings
+        self.name = backend.name
+        self._connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=self._connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
+        try:
+            resp = await self._session.request(
+                req.method,
+                req.url,
+                headers=req.headers,
+                data=req.body or None,
+                allow_redirects=False,
+            )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamError(FailureClass.TIMEOUT, "connect timeout") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
+            raise UpstreamError(FailureClass.CONNECT_ERROR, _describe(e)) from None
+        except aiohttp.ClientResponseError as e:
+            raise UpstreamError(FailureClass.INVALID_RESPONSE, f"bad response: {e.message}") from None
+        return UpstreamResponse(resp)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _describe(e: BaseException) -> str:
+    # Only the exception class: messages can carry the URL, and URLs may carry credentials.
+    match e:
+        case aiohttp.ClientConnectorDNSError():
+            return "DNS lookup failed"
+        case aiohttp.ClientConnectorCertificateError() | aiohttp.ClientSSLError():
+            return "TLS handshake failed"
+        case aiohttp.ClientConnectorError():
+            return "connection refused"
+        case aiohttp.ServerDisconnectedError():
+            return "upstream closed the connection"
+        case aiohttp.ClientPayloadError():
+            return "upstream body was cut off"
+        case asyncio.TimeoutError():
+            return "timeout"
+        case _:
+            return type(e).__name__

@@ -1,0 +1,73 @@
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from fakes.openai_upstream import FakeOpenAI, Script
+from prometheus_client import CollectorRegistry
+
+from sidecar.app import Sidecar, create_app
+from sidecar.settings import load_config
+
+
+@dataclass
+class Running:
+    app: Sidecar
+    registry: CollectorRegistry
+    url: str
+    admin: str
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+SidecarFactory = Callable[[dict[str, str]], Awaitable[Running]]
+FakeFactory = Callable[..., Awaitable[FakeOpenAI]]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeFactory]:
+    started: list[FakeOpenAI] = []
+
+    async def make(default: Script | None = None) -> FakeOpenAI:
+        f = await FakeOpenAI(default).start()
+        started.append(f)
+        return f
+
+    yield make
+    for f in started:
+        await f.stop()
+
+
+@pytest.fixture
+async def sidecar() -> AsyncIterator[SidecarFactory]:
+    started: list[Sidecar] = []
+
+    async def make(env: dict[str, str]) -> Running:
+        full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
+        registry = CollectorRegistry()
+        app = create_app(load_config(full), registry=registry)
+        started.append(app)
+        proxy, admin = await app.start()
+        return Running(app, registry, f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}")
+
+    yield make
+    for app in started:
+        await app.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def chain_env(*fakes: FakeOpenAI, **extra: str) -> dict[str, str]:
+    """SIDECAR_BACKENDS=b0,b1,... each an openai backend at one fake, with a canary key."""
+    env = {"SIDECAR_BACKENDS": ",".join(f"b{i}" for i in range(len(fakes)))}
+    for i, f in enumerate(fakes):
+        env[f"B{i}_BASE_URL"] = f.url
+        env[f"B{i}_API_KEY"] = f"sk-canary-key-{i}-0123456789"
+    env.update(extra)
+    return env

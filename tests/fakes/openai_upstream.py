@@ -1,0 +1,205 @@
+"""A scripted OpenAI-compatible upstream on loopback, for tests and the demo's cousins.
+
+Each request takes the next `Script` from the queue (or the default one): an answer, a status,
+a delay, a stream that is cut, stalls, turns malformed or errors. Every request is recorded with
+its headers and body; a handler cancelled by a disconnect records when.
+"""
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Script:
+    status: int = 200
+    text: str = "Hello from the fake."
+    body: Any = None  # a JSON value or bytes, replacing the generated answer
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # before the status line
+    chunk_delay_s: float = 0.0
+    # Streams: how they end after `after` content chunks.
+    end: str = "done"  # done | no_done | cut | stall | malformed | error | error_first | role_only
+    after: int = 10**9
+    error: dict[str, Any] = field(
+        default_factory=lambda: {"message": "upstream died", "type": "server_error"}
+    )
+    usage: bool = True
+
+
+@dataclass
+class Seen:
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class FakeOpenAI:
+    def __init__(self, default: Script | None = None) -> None:
+        self.default = default or Script()
+        self.queue: deque[Script] = deque()
+        self.seen: list[Seen] = []
+        self.cancelled: list[float] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *scripts: Script) -> None:
+        self.queue.extend(scripts)
+
+    async def start(self) -> "FakeOpenAI":
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(
+            Seen(request.path, request.query_string, {k.lower(): v for k, v in request.headers.items()}, body)
+        )
+        s = self.queue.popleft() if self.queue else self.default
+        try:
+            if s.delay_s:
+                await asyncio.sleep(s.delay_s)
+            parsed = orjson.loads(body) if body[:1] == b"{" else {}
+            if s.status != 200 or s.body is not None:
+                return _raw(s)
+            if parsed.get("stream"):
+                return await self._stream(request, s, parsed)
+            if request.path.endswith("/embeddings"):
+                return web.json_response(_embedding(parsed))
+            return web.json_response(completion(s.text, parsed.get("model", "fake")), headers=s.headers)
+        except asyncio.CancelledError:
+            self.cancelled.append(time.monotonic())
+            raise
+
+    async def _stream(self, request: web.Request, s: Script, req: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **s.headers})
+        await resp.prepare(request)
+        model = req.get("model", "fake")
+        if s.end == "error_first":
+            await resp.write(_event({"error": s.error}))
+            return resp
+        await resp.write(_event(chunk(model, {"role": "assistant", "content": ""})))
+        if s.end == "role_only":
+            return resp
+        words = s.text.split(" ")
+        for i, word in enumerate(words):
+            if i == s.after:
+                return await self._bad_end(request, resp, s)
+            if s.chunk_delay_s:
+                await asyncio.sleep(s.chunk_delay_s)
+            await resp.write(_event(chunk(model, {"content": word if i == 0 else " " + word})))
+        if s.after >= len(words) and s.end in ("cut", "stall", "malformed", "error"):
+            return await self._bad_end(request, resp, s)
+        await resp.write(_event(chunk(model, {}, finish="stop")))
+        include = isinstance(req.get("stream_options"), dict) and req["stream_options"].get(
+            "include_usage"
+        )
+        if include and s.usage:
+            await resp.write(_event(usage_chunk(model, len(words))))
+        if s.end == "done":
+            await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def _bad_end(
+        self, request: web.Request, resp: web.StreamResponse, s: Script
+    ) -> web.StreamResponse:
+        match s.end:
+            case "stall":
+                await asyncio.sleep(3600)
+            case "malformed":
+                await resp.write(b"data: {not json\n\n")
+            case "error":
+                await resp.write(_event({"error": s.error}))
+            case _:
+                assert request.transport is not None
+                request.transport.abort()
+        return resp
+
+
+def completion(text: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    }
+
+
+def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def usage_chunk(model: str, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 7,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 7 + completion_tokens,
+        },
+    }
+
+
+def _embedding(req: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+        "model": req.get("model", "fake"),
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+    }
+
+
+def _event(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _raw(s: Script) -> web.Response:
+    if isinstance(s.body, bytes):
+        body = s.body
+    elif s.body is not None:
+        body = orjson.dumps(s.body)
+    else:
+        body = orjson.dumps({"error": {"message": f"fake {s.status}", "type": "fake", "code": None}})
+    return web.Response(status=s.status, body=body, headers={"Content-Type": "application/json", **s.headers})
