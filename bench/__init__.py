@@ -1,0 +1,1 @@
+"""The llm-sidecar benchmark: `python -m bench` (see bench/README.md)."""

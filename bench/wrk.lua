@@ -1,0 +1,78 @@
+-- wrk script for the llm-sidecar bench. Configured through the environment:
+--   BENCH_MODE      json | stream    (request body, and what counts as an intact answer)
+--   BENCH_DELAY_MS  think time per connection before each request (the paced latency run)
+--   BENCH_CHUNKS    chat.completion.chunk events a stream must carry (default 50)
+-- done() prints one line "BENCH_RESULT {json}" that bench/wrk.py parses.
+
+local mode = os.getenv("BENCH_MODE") or "json"
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+local chunks = tonumber(os.getenv("BENCH_CHUNKS") or "50")
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local stream = "false"
+if mode == "stream" then stream = "true" end
+wrk.body = '{"model":"bench-model","stream":' .. stream .. ',"max_tokens":64,'
+  .. '"messages":[{"role":"system","content":"You are a terse assistant."},'
+  .. '{"role":"user","content":"Say hello to the benchmark in one short sentence, please."}]}'
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  bad = 0
+  checked = 0
+end
+
+if delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
+end
+
+local function intact_stream(body)
+  -- a plain find loop: several times cheaper than gsub, and wrk shares its core with the upstream
+  local n, pos = 0, 1
+  while true do
+    local s, e = string.find(body, "chat.completion.chunk", pos, true)
+    if not s then break end
+    n = n + 1
+    pos = e + 1
+  end
+  if n ~= chunks then return false end
+  if not string.find(body, "data: [DONE]", 1, true) then return false end
+  -- the last content token must be there, and no terminal error event
+  if not string.find(body, "w" .. (chunks - 2) .. " ", 1, true) then return false end
+  return not string.find(body, '"error"', 1, true)
+end
+
+local function intact_json(body)
+  return string.find(body, '"chat.completion"', 1, true) ~= nil
+    and string.find(body, "Hello from the bench upstream.", 1, true) ~= nil
+end
+
+function response(status, headers, body)
+  checked = checked + 1
+  local ok
+  if mode == "stream" then ok = intact_stream(body) else ok = intact_json(body) end
+  if status ~= 200 or not ok then bad = bad + 1 end
+end
+
+function done(summary, latency, requests)
+  local total_bad, total_checked = 0, 0
+  for _, t in ipairs(threads) do
+    total_bad = total_bad + (t:get("bad") or 0)
+    total_checked = total_checked + (t:get("checked") or 0)
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bad":%d,"checked":%d,'
+      .. '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,'
+      .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%f}\n',
+    summary.requests, summary.duration, total_bad, total_checked,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
