@@ -1,0 +1,183 @@
+"""A scripted Bedrock runtime (Converse and ConverseStream) on loopback.
+
+Point aiobotocore's `bedrock-runtime` client at `url` (dummy credentials; the fake checks no
+signature). Converse answers JSON; ConverseStream answers `application/vnd.amazon.eventstream`
+frames from the test encoder, written in small slices so the client's reassembly is exercised.
+Errors carry `x-amzn-ErrorType` and the status of protocols.md §5.4; a stream can also end with an
+exception frame or be cut. Every request is recorded with its model id, headers and body.
+"""
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from fakes.eventstream import encode_event, encode_exception
+
+JSON = dict[str, Any]
+
+ERROR_STATUS: dict[str, int] = {
+    "ValidationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+    "ThrottlingException": 429,
+    "ModelNotReadyException": 429,
+    "InternalServerException": 500,
+    "ServiceUnavailableException": 503,
+}
+
+
+@dataclass
+class Script:
+    text: str = "Hello from the fake Bedrock."
+    tool: tuple[str, JSON] | None = None  # (name, input) answered instead of text
+    error: str | None = None  # an exception name from ERROR_STATUS, answered as an HTTP error
+    # Streams: how they end after `after` content deltas.
+    end: str = "done"  # done | exception | cut
+    exception: str = "throttlingException"
+    after: int = 10**9
+    slice_bytes: int = 37
+    delay_s: float = 0.0
+    usage: JSON = field(
+        default_factory=lambda: {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13}
+    )
+
+
+@dataclass
+class Seen:
+    operation: str
+    model_id: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class FakeBedrock:
+    def __init__(self, default: Script | None = None) -> None:
+        self.default = default or Script()
+        self.queue: deque[Script] = deque()
+        self.seen: list[Seen] = []
+        self.app = web.Application()
+        self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
+        self.app.router.add_post("/model/{model_id:.+}/converse-stream", self._converse_stream)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *scripts: Script) -> None:
+        self.queue.extend(scripts)
+
+    async def start(self) -> "FakeBedrock":
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _next(self, request: web.Request, operation: str) -> Script:
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.seen.append(Seen(operation, request.match_info["model_id"], headers, body))
+        s = self.queue.popleft() if self.queue else self.default
+        if s.delay_s:
+            await asyncio.sleep(s.delay_s)
+        return s
+
+    async def _converse(self, request: web.Request) -> web.Response:
+        s = await self._next(request, "converse")
+        if s.error is not None:
+            return error_response(s.error)
+        return web.json_response(converse_body(s), headers=_request_id())
+
+    async def _converse_stream(self, request: web.Request) -> web.StreamResponse:
+        s = await self._next(request, "converse-stream")
+        if s.error is not None:
+            return error_response(s.error)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/vnd.amazon.eventstream", **_request_id()}
+        )
+        await resp.prepare(request)
+        frames = stream_frames(s)
+        for frame in frames:
+            for i in range(0, len(frame), s.slice_bytes):
+                await resp.write(frame[i : i + s.slice_bytes])
+        if s.end == "cut":
+            assert request.transport is not None
+            request.transport.abort()
+        return resp
+
+
+def _request_id() -> dict[str, str]:
+    return {"x-amzn-RequestId": "fake-request-id"}
+
+
+def error_response(code: str) -> web.Response:
+    body = orjson.dumps({"message": f"fake {code}"})
+    headers = {"Content-Type": "application/json", "x-amzn-ErrorType": f"{code}:", **_request_id()}
+    return web.Response(status=ERROR_STATUS[code], body=body, headers=headers)
+
+
+def converse_body(s: Script) -> JSON:
+    if s.tool is not None:
+        block: JSON = {
+            "toolUse": {"toolUseId": "tooluse_fake", "name": s.tool[0], "input": s.tool[1]}
+        }
+        stop_reason = "tool_use"
+    else:
+        block, stop_reason = {"text": s.text}, "end_turn"
+    return {
+        "output": {"message": {"role": "assistant", "content": [block]}},
+        "stopReason": stop_reason,
+        "usage": s.usage,
+        "metrics": {"latencyMs": 1},
+    }
+
+
+def _deltas(s: Script) -> list[JSON]:
+    if s.tool is not None:
+        args = orjson.dumps(s.tool[1]).decode()
+        return [{"toolUse": {"input": args[i : i + 5]}} for i in range(0, len(args), 5)]
+    words = s.text.split(" ")
+    return [{"text": w if i == 0 else " " + w} for i, w in enumerate(words)]
+
+
+def stream_frames(s: Script) -> list[bytes]:
+    frames = [encode_event("messageStart", {"role": "assistant"})]
+    if s.tool is not None:
+        start = {"toolUse": {"toolUseId": "tooluse_fake", "name": s.tool[0]}}
+        frames.append(encode_event("contentBlockStart", {"contentBlockIndex": 0, "start": start}))
+    for i, delta in enumerate(_deltas(s)):
+        if i == s.after:
+            return frames + _bad_end(s)
+        frames.append(encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}))
+    if s.after < 10**9 and s.end != "done":
+        return frames + _bad_end(s)
+    stop_reason = "tool_use" if s.tool is not None else "end_turn"
+    return [
+        *frames,
+        encode_event("contentBlockStop", {"contentBlockIndex": 0}),
+        encode_event("messageStop", {"stopReason": stop_reason}),
+        encode_event("metadata", {"usage": s.usage, "metrics": {"latencyMs": 1}}),
+    ]
+
+
+def _bad_end(s: Script) -> list[bytes]:
+    if s.end == "exception":
+        return [encode_exception(s.exception, {"message": f"fake {s.exception}"})]
+    return []
