@@ -97,3 +97,9 @@ async def test_fake_stream_ends_with_an_exception_frame(
         await drain()
     assert len(seen) == 3
     assert e.value.response["Error"]["Code"] == "throttlingException"
+
+
+async def test_fake_receives_arn_model_ids_decoded(upstream: FakeBedrock, bedrock: Any) -> None:
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-x-v1:0"
+    await bedrock.converse(modelId=arn, messages=MESSAGES)
+    assert upstream.seen[0].model_id == arn
