@@ -7,7 +7,6 @@ streams still open then end with a terminal error event.
 """
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -33,7 +32,7 @@ _STREAM_ABORT_WAIT_S = 1.0
 
 class Sidecar:
     def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
@@ -109,10 +108,10 @@ class Sidecar:
 
     def status(self) -> dict[str, object]:
         chains_of: dict[str, list[str]] = {name: [] for name in self.members}
-        for chain, backends in self.config.chains.items():
-            for b in backends:
+        backends: list[dict[str, object]] = []
+        for chain, members in self.config.chains.items():
+            for b in members:
                 chains_of[b.name].append(chain)
-        backends = []
         for name, m in self.members.items():
             state = m.circuit.state
             self.metrics.circuit.labels(name).set(int(state))
@@ -157,14 +156,12 @@ class Sidecar:
         await asyncio.sleep(s.shutdown_delay_s)
         if self._proxy_site is not None:
             await self._proxy_site.stop()
-        deadline = time.monotonic() + s.shutdown_grace_s - _STREAM_ABORT_WAIT_S
-        while self.proxy.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        grace = max(s.shutdown_grace_s - _STREAM_ABORT_WAIT_S, s.shutdown_grace_s / 2)
+        if await self.proxy.idle(grace):
+            return
         for relay in list(self.proxy.streams):
             relay.abort()
-        abort_deadline = time.monotonic() + _STREAM_ABORT_WAIT_S
-        while self.proxy.inflight and time.monotonic() < abort_deadline:
-            await asyncio.sleep(0.02)
+        await self.proxy.idle(s.shutdown_grace_s - grace)
 
     async def stop(self) -> None:
         for runner in reversed(self._runners):
@@ -174,4 +171,3 @@ class Sidecar:
 
 def create_app(config: Config, *, registry: CollectorRegistry | None = None) -> Sidecar:
     return Sidecar(config, registry)
-

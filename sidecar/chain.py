@@ -327,12 +327,13 @@ class FallbackChain:
         while True:
             chunk = await resp.chunk()
             step = adapter.feed(chunk) if chunk else adapter.end()
-            if step.error is not None:
+            committed = step.content or step.finished
+            if step.error is not None and not committed:
                 cls, body = step.error
                 return Failure(cls, "error event before the first content", body=self._redact(body))
             if step.out:
                 head.append(step.out)
-            if step.content or step.finished or step.done:
+            if committed or step.done:
                 break
             if not chunk:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")

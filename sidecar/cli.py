@@ -78,7 +78,9 @@ async def serve(config: Config) -> int:
     s = config.settings
     log.info(
         "listening",
-        extra={"fields": {"proxy": f"{s.host}:{proxy_port}", "admin": f"{s.admin_host}:{admin_port}"}},
+        extra={
+            "fields": {"proxy": f"{s.host}:{proxy_port}", "admin": f"{s.admin_host}:{admin_port}"}
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

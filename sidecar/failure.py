@@ -164,7 +164,7 @@ def _codes_of(parsed: Any) -> list[str]:
         return []
     codes = [str(error[k]) for k in ("code", "type", "status", "__type") if error.get(k)]
     message = error.get("message")
-    if error.get("type") == "invalid_request_error" and isinstance(message, str):
-        if _PROMPT_TOO_LONG in message.lower():
-            codes.append(_PROMPT_TOO_LONG)
+    prompt_too_long = isinstance(message, str) and _PROMPT_TOO_LONG in message.lower()
+    if error.get("type") == "invalid_request_error" and prompt_too_long:
+        codes.append(_PROMPT_TOO_LONG)
     return codes

@@ -58,7 +58,10 @@ class Metrics:
             registry=r,
         )
         self.exhausted = Counter(
-            p + "fallback_exhausted", "Requests for which every backend failed.", ["chain"], registry=r
+            p + "fallback_exhausted",
+            "Requests for which every backend failed.",
+            ["chain"],
+            registry=r,
         )
         self.attempt_seconds = Histogram(
             p + "backend_attempt_duration_seconds",
@@ -84,7 +87,10 @@ class Metrics:
             registry=r,
         )
         self.disconnects = Counter(
-            p + "client_disconnects", "Callers that went away before the answer.", ["route"], registry=r
+            p + "client_disconnects",
+            "Callers that went away before the answer.",
+            ["route"],
+            registry=r,
         )
         self.inflight = Gauge(p + "inflight_requests", "Requests in flight.", registry=r)
         self.circuit = Gauge(

@@ -52,7 +52,10 @@ class StreamRelay:
         try:
             await resp.prepare(request)
             await resp.write(c.head)
-            if not c.step.done:
+            if c.step.error is not None:
+                # The batch that committed also carried the failure.
+                await self._fail(resp, F.STREAM_INTERRUPTED, "", event=c.step.error[1])
+            elif not c.step.done:
                 await self._pump(resp, idle_timeout)
         finally:
             c.response.close()

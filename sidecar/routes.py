@@ -38,7 +38,9 @@ _NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
 
 # Caller headers that reach a backend on the routes the sidecar understands. Everything else,
 # credentials and cookies first, stays here.
-_FORWARDED = frozenset({"accept", "user-agent", "openai-beta", "anthropic-version", "anthropic-beta"})
+_FORWARDED = frozenset(
+    {"accept", "user-agent", "openai-beta", "anthropic-version", "anthropic-beta"}
+)
 # On pass-through, everything but these.
 _NEVER_FORWARDED = HOP_BY_HOP | {
     "authorization",
@@ -78,12 +80,23 @@ class Proxy:
         self.inflight = 0
         self.draining = False
         self.streams: set[StreamRelay] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._token = s.auth_token.get_secret_value().encode() if s.auth_token else None
         self._models = _model_list(config)
         self._model_required = {
             name: not all(b.settings.model for b in backends)
             for name, backends in config.chains.items()
         }
+
+    async def idle(self, within_s: float) -> bool:
+        """Wait until no request is in flight; False if `within_s` passed first."""
+        try:
+            async with asyncio.timeout(max(within_s, 0)):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -92,6 +105,7 @@ class Proxy:
         status = 499
         outcome: Outcome | None = None
         self.inflight += 1
+        self._idle.clear()
         self.metrics.inflight.inc()
         try:
             outcome, resp = await self._serve(request, request_id, inbound)
@@ -105,6 +119,8 @@ class Proxy:
             raise
         finally:
             self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
             self._observe(inbound, status, elapsed)
@@ -116,7 +132,7 @@ class Proxy:
         if self.inflight > self.settings.max_inflight:
             raise Rejected(503, "too many requests in flight", "overloaded", {"retry-after": "1"})
         self._authorize(request)
-        route, dialect = inbound.route, inbound.dialect
+        route = inbound.route
         if route is Route.OTHER:
             raise Rejected(404, f"unknown route {request.path}", "not_found")
         spec = ROUTES.get(request.path)
@@ -312,4 +328,3 @@ def _log(
             }
         },
     )
-

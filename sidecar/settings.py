@@ -163,7 +163,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     return Config(settings=settings, chains=chains, backends=backends)
 
 
-def _chain_specs(settings: GlobalSettings, env: Mapping[str, str]) -> dict[str, list[tuple[str, str]]]:
+def _chain_specs(
+    settings: GlobalSettings, env: Mapping[str, str]
+) -> dict[str, list[tuple[str, str]]]:
     specs: dict[str, list[tuple[str, str]]] = {}
     if settings.config is not None:
         specs = _yaml_chains(settings.config)
@@ -176,7 +178,8 @@ def _chain_specs(settings: GlobalSettings, env: Mapping[str, str]) -> dict[str, 
     if not specs:
         raise ConfigError(
             "SIDECAR_BACKENDS",
-            "no chain configured: set SIDECAR_BACKENDS=name,... or SIDECAR_CONFIG=/path/chains.yaml",
+            "no chain configured: set SIDECAR_BACKENDS=name,... "
+            "or SIDECAR_CONFIG=/path/chains.yaml",
         )
     return specs
 
@@ -257,7 +260,9 @@ def _check_backend(b: Backend) -> None:
     if s.kind in ("azure", "anthropic") and not s.api_key:
         raise ConfigError(f"{p}API_KEY", f"required for kind {s.kind}")
     if s.kind == "openai" and not s.api_key and b.base_url == DEFAULT_BASE_URLS["openai"]:
-        raise ConfigError(f"{p}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)")
+        raise ConfigError(
+            f"{p}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"
+        )
 
 
 def _check_url(var: str, url: str) -> None:
@@ -298,7 +303,9 @@ def _headers(prefix: str, value: str | None) -> dict[str, str]:
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-        raise ConfigError(f"{prefix}HEADERS", 'expected a JSON object of strings ({"name": "value"})')
+        raise ConfigError(
+            f"{prefix}HEADERS", 'expected a JSON object of strings ({"name": "value"})'
+        )
     return parsed
 
 

@@ -109,7 +109,9 @@ class Upstream:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
             raise UpstreamError(FailureClass.CONNECT_ERROR, _describe(e)) from None
         except aiohttp.ClientResponseError as e:
-            raise UpstreamError(FailureClass.INVALID_RESPONSE, f"bad response: {e.message}") from None
+            raise UpstreamError(
+                FailureClass.INVALID_RESPONSE, f"bad response: {e.message}"
+            ) from None
         return UpstreamResponse(resp)
 
     async def close(self) -> None:

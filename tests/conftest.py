@@ -1,5 +1,7 @@
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -71,3 +73,53 @@ def chain_env(*fakes: FakeOpenAI, **extra: str) -> dict[str, str]:
         env[f"B{i}_API_KEY"] = f"sk-canary-key-{i}-0123456789"
     env.update(extra)
     return env
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def chat(stream: bool = False, model: str = "gpt-test", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+    body.update(extra)
+    return body
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: Any,
+    path: str = "/v1/chat/completions",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    async with http.post(url + path, json=body, headers=headers) as r:
+        text = await r.text()
+        return Answer(r.status, {k.lower(): v for k, v in r.headers.items()}, text)
+
+
+def sse_data(text: str) -> list[Any]:
+    """The JSON of every `data:` line of an OpenAI stream, `[DONE]` as the string."""
+    out: list[Any] = []
+    for line in text.splitlines():
+        if line.startswith("data: "):
+            data = line[6:]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def streamed_text(text: str) -> str:
+    parts = []
+    for obj in sse_data(text):
+        if isinstance(obj, dict):
+            for choice in obj.get("choices", []):
+                parts.append(choice.get("delta", {}).get("content") or "")
+    return "".join(parts)

@@ -63,7 +63,10 @@ class OpenAIBackend(BackendAdapter):
             changed["model"] = model
         if add_usage:
             opts = changed.get("stream_options")
-            changed["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+            changed["stream_options"] = {
+                **(opts if isinstance(opts, dict) else {}),
+                "include_usage": True,
+            }
         return orjson.dumps(changed)
 
     def answer(self, call: Call, body: bytes) -> Answer:

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sidecar.demo import chunk, completion, usage_chunk
+
 
 @dataclass
 class Script:
@@ -77,7 +79,12 @@ class FakeOpenAI:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append(
-            Seen(request.path, request.query_string, {k.lower(): v for k, v in request.headers.items()}, body)
+            Seen(
+                request.path,
+                request.query_string,
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+            )
         )
         s = self.queue.popleft() if self.queue else self.default
         try:
@@ -90,12 +97,16 @@ class FakeOpenAI:
                 return await self._stream(request, s, parsed)
             if request.path.endswith("/embeddings"):
                 return web.json_response(_embedding(parsed))
-            return web.json_response(completion(s.text, parsed.get("model", "fake")), headers=s.headers)
+            return web.json_response(
+                completion(s.text, parsed.get("model", "fake")), headers=s.headers
+            )
         except asyncio.CancelledError:
             self.cancelled.append(time.monotonic())
             raise
 
-    async def _stream(self, request: web.Request, s: Script, req: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, s: Script, req: dict[str, Any]
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **s.headers})
         await resp.prepare(request)
         model = req.get("model", "fake")
@@ -140,48 +151,6 @@ class FakeOpenAI:
         return resp
 
 
-def completion(text: str, model: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
-    }
-
-
-def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-
-
-def usage_chunk(model: str, completion_tokens: int) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": model,
-        "choices": [],
-        "usage": {
-            "prompt_tokens": 7,
-            "completion_tokens": completion_tokens,
-            "total_tokens": 7 + completion_tokens,
-        },
-    }
-
-
 def _embedding(req: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "list",
@@ -201,5 +170,9 @@ def _raw(s: Script) -> web.Response:
     elif s.body is not None:
         body = orjson.dumps(s.body)
     else:
-        body = orjson.dumps({"error": {"message": f"fake {s.status}", "type": "fake", "code": None}})
-    return web.Response(status=s.status, body=body, headers={"Content-Type": "application/json", **s.headers})
+        body = orjson.dumps(
+            {"error": {"message": f"fake {s.status}", "type": "fake", "code": None}}
+        )
+    return web.Response(
+        status=s.status, body=body, headers={"Content-Type": "application/json", **s.headers}
+    )

@@ -1,0 +1,302 @@
+"""`llm-sidecar demo`: the real proxy in front of embedded fake providers on loopback.
+
+The fakes: `flaky`, an OpenAI-compatible primary that fails on a fixed schedule (429 with
+Retry-After, 503, a response slower than its timeout, a stream cut mid-answer, a 500), and
+`healthy`, an OpenAI-compatible secondary. The proxy is configured through the same environment
+mechanism as `serve` (the demo only supplies defaults; `SIDECAR_PORT` etc. still apply).
+"""
+
+import asyncio
+import itertools
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import ClientSession, ClientTimeout, web
+
+from sidecar.failure import FailureClass
+from sidecar.settings import ConfigError, load_config
+
+# What the flaky primary does with its n-th request, cycling.
+FLAKY_SCHEDULE = ("ok", "429", "ok", "503", "slow", "ok", "cut", "ok", "500", "ok")
+_WORDS = ["The", "sidecar", "answered", "this", "request", "through", "its", "fallback", "chain."]
+
+
+def completion(text: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    }
+
+
+def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def usage_chunk(model: str, completion_tokens: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 7,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 7 + completion_tokens,
+        },
+    }
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class FakeProvider:
+    """An OpenAI-compatible fake whose n-th request follows `schedule[n % len]`."""
+
+    def __init__(self, name: str, schedule: tuple[str, ...] = ("ok",)) -> None:
+        self.name = name
+        self._plan: Iterator[str] = itertools.cycle(schedule)
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_post("/v1/embeddings", self._embeddings)
+        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+
+    async def start(self) -> str:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/v1"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model", "demo"))
+        match next(self._plan):
+            case "429":
+                return _error(429, "rate_limit_exceeded", {"Retry-After": "1"})
+            case "503":
+                return _error(503, "server_is_overloaded")
+            case "500":
+                return _error(500, "server_error")
+            case "slow":
+                await asyncio.sleep(30)
+            case "cut" if body.get("stream"):
+                return await self._stream(request, model, cut_after=3)
+        if body.get("stream"):
+            return await self._stream(request, model)
+        return web.json_response(completion(" ".join(_WORDS), model))
+
+    async def _stream(
+        self, request: web.Request, model: str, cut_after: int | None = None
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(sse(chunk(model, {"role": "assistant", "content": ""})))
+        for i, word in enumerate(_WORDS):
+            if i == cut_after and request.transport is not None:
+                request.transport.abort()
+                return resp
+            await asyncio.sleep(0.02)
+            await resp.write(sse(chunk(model, {"content": word if i == 0 else " " + word})))
+        await resp.write(sse(chunk(model, {}, "stop")))
+        await resp.write(sse(usage_chunk(model, len(_WORDS))))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "model": body.get("model", "demo"),
+                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+            }
+        )
+
+
+def _error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"message": f"demo {code}", "type": code, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def demo_env(flaky_url: str, healthy_url: str) -> dict[str, str]:
+    return {
+        "SIDECAR_BACKENDS": "flaky,healthy",
+        "SIDECAR_CIRCUIT_COOLDOWN_S": "3",
+        "SIDECAR_LOG_LEVEL": "WARNING",
+        "FLAKY_BASE_URL": flaky_url,
+        "FLAKY_API_KEY": "sk-demo-flaky-key",
+        "FLAKY_FIRST_TOKEN_TIMEOUT_S": "1.5",
+        "FLAKY_RESPONSE_TIMEOUT_S": "1.5",
+        "HEALTHY_BASE_URL": healthy_url,
+        "HEALTHY_API_KEY": "sk-demo-healthy-key",
+        "HEALTHY_PREFILL": "true",
+    }
+
+
+def run_demo(*, traffic: bool, requests: int = 0) -> int:
+    try:
+        return asyncio.run(_demo(traffic, requests))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _demo(traffic: bool, requests: int) -> int:
+    from sidecar.app import create_app
+    from sidecar.logs import configure
+    from sidecar.redact import Redactor
+
+    fakes = [FakeProvider("flaky", FLAKY_SCHEDULE), FakeProvider("healthy")]
+    urls = [await f.start() for f in fakes]
+    env = {**demo_env(*urls), **os.environ}
+    try:
+        config = load_config(env)
+    except ConfigError as e:
+        print(f"llm-sidecar: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    configure(config.settings.log_level, config.settings.log_format, Redactor(config.secrets()))
+    sidecar = create_app(config)
+    try:
+        proxy_port, admin_port = await sidecar.start()
+    except OSError as e:
+        print(f"llm-sidecar demo: cannot listen: {e.strerror or e}", file=sys.stderr)
+        return 1
+    url = f"http://{config.settings.host}:{proxy_port}"
+    admin = f"http://{config.settings.admin_host}:{admin_port}"
+    banner = _banner(url, admin, sidecar.status())
+    print(banner, flush=True)
+    try:
+        if traffic:
+            await _traffic(url, sidecar, requests, banner)
+        else:
+            await asyncio.Event().wait()
+    finally:
+        await sidecar.stop()
+        for f in fakes:
+            await f.runner.cleanup()
+    return 0
+
+
+def _banner(url: str, admin: str, status: dict[str, Any]) -> str:
+    chains = status["chains"]
+    assert isinstance(chains, dict)
+    chain = " → ".join(chains.get("default", []))
+    return f"""llm-sidecar demo
+  proxy  {url}/v1   (chain default: {chain}; `flaky` fails on a schedule)
+  admin  {admin}/metrics  {admin}/status
+
+Try it:
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]}}' -i
+  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \
+       -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
+  (the README shows the same with the openai SDK)
+Ctrl-C stops it.
+"""
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    cut: int = 0
+
+
+async def _traffic(url: str, sidecar: Any, limit: int, banner: str) -> None:
+    tally = _Tally()
+    async with ClientSession(timeout=ClientTimeout(total=30)) as http:
+        stop = asyncio.Event()
+        workers = [asyncio.create_task(_worker(http, url, tally, limit, stop)) for _ in range(2)]
+        every = 1.0 if sys.stdout.isatty() else 5.0
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.25)
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                _print_table(sidecar, tally, banner)
+        await asyncio.gather(*workers)
+        _print_table(sidecar, tally, banner)
+
+
+async def _worker(
+    http: ClientSession, url: str, tally: _Tally, limit: int, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        n = tally.sent
+        if limit and n >= limit:
+            stop.set()
+            return
+        tally.sent += 1
+        stream = n % 3 == 0
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+        }
+        try:
+            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+                text = await r.text()
+            if r.status != 200:
+                tally.errors += 1
+            elif stream and not text.rstrip().endswith("data: [DONE]"):
+                tally.cut += 1
+            else:
+                tally.ok += 1
+        except Exception:
+            tally.errors += 1
+        await asyncio.sleep(0.2)
+
+
+def _print_table(sidecar: Any, tally: _Tally, banner: str) -> None:
+    reg = sidecar.registry
+
+    def value(metric: str, **labels: str) -> int:
+        return int(reg.get_sample_value(metric, {"chain": "default", **labels}) or 0)
+
+    lines = [
+        f"requests: {tally.sent} sent, {tally.ok} answered whole, {tally.cut} ended with a "
+        f"terminal error (never a fake success), {tally.errors} errors",
+        f"{'backend':<10}{'circuit':<11}{'success':>8}{'failure':>8}{'skipped':>8}"
+        "  failure classes",
+    ]
+    for b in sidecar.status()["backends"]:
+        name = b["name"]
+        counts = [
+            value("llm_sidecar_backend_attempts_total", backend=name, outcome=o)
+            for o in ("success", "failure", "skipped")
+        ]
+        classes = [
+            f"{cls}={n}"
+            for cls in FailureClass
+            if (n := value("llm_sidecar_backend_failures_total", backend=name, **{"class": cls}))
+        ]
+        lines.append(
+            f"{name:<10}{b['circuit']:<11}{counts[0]:>8}{counts[1]:>8}{counts[2]:>8}  "
+            + " ".join(classes)
+        )
+    recovered = value("llm_sidecar_stream_recoveries_total", backend="healthy", outcome="success")
+    lines.append(f"stream recoveries: {recovered}")
+    out = "\n".join(lines)
+    if sys.stdout.isatty():
+        print("\x1b[2J\x1b[H" + banner + "\n" + out, flush=True)
+    else:
+        print(out + "\n", flush=True)
