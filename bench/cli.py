@@ -18,7 +18,7 @@ import uvloop
 
 from bench import report, wrk
 from bench.procs import BenchError
-from bench.runner import FULL, PACED_DELAY_MS, QUICK, Bench, Cores, Plan
+from bench.runner import FULL, PACED_DELAY_MS, PACED_SLICE_S, QUICK, Bench, Cores, Plan
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -127,8 +127,10 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
         "and no error event. Before anything is measured the checker must pass the intact stream "
         "and fail a stream cut in half.",
         f"- Added latency: one connection with {PACED_DELAY_MS} ms of think time (about 50 req/s, "
-        "wrk's `delay()`), the same run against the upstream directly; the figure is the proxy's "
-        "percentile minus the direct one, paired within each run.",
+        f"wrk's `delay()`), {plan.paced_s} s per target per run in {PACED_SLICE_S} s slices that "
+        "rotate between the upstream directly, the relay and the sidecar; percentiles come from "
+        "the pooled per-microsecond histogram of each run, and the figure is the proxy's "
+        "percentile minus the direct one of the same run.",
         "- CPU per request: utime+stime from `/proc/PID/stat` across the measurement, divided by "
         "the requests wrk completed. RSS: `VmRSS` idle (after 20 warm-up requests), `VmHWM` for "
         "the peak. Start: from spawning the process to its first 200 answer (polled every 5 ms).",

@@ -2,6 +2,7 @@
 --   BENCH_MODE      json | stream    (request body, and what counts as an intact answer)
 --   BENCH_DELAY_MS  think time per connection before each request (the paced latency run)
 --   BENCH_CHUNKS    chat.completion.chunk events a stream must carry (default 50)
+--   BENCH_HISTOGRAM 1: also print every latency sample, as "BENCH_HIST us:count,..."
 -- done() prints one line "BENCH_RESULT {json}" that bench/wrk.py parses.
 
 local mode = os.getenv("BENCH_MODE") or "json"
@@ -75,4 +76,14 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, total_bad, total_checked,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+  if os.getenv("BENCH_HISTOGRAM") == "1" then
+    -- wrk keeps one counter per microsecond; pooled across slices they give exact percentiles.
+    -- latency(i), 1-based, is the i-th distinct value and its count (quadratic: paced runs only).
+    local parts = {}
+    for i = 1, #latency do
+      local us, n = latency(i)
+      parts[#parts + 1] = string.format("%d:%d", us, n)
+    end
+    io.write("BENCH_HIST " .. table.concat(parts, ",") .. "\n")
+  end
 end

@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import BenchError
 
 LUA_SCRIPT = Path(__file__).with_name("wrk.lua")
 _MARK = "BENCH_RESULT "
+_HIST = "BENCH_HIST "
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class WrkResult:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    # microseconds -> count, only when asked for (paced runs)
+    histogram: dict[int, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -55,12 +58,31 @@ def ensure_wrk() -> str:
     return found
 
 
+def percentile_ms(histogram: dict[int, int], p: float) -> float:
+    # wrk's own rule (nearest rank), so pooled figures match what wrk prints for one run
+    total = sum(histogram.values())
+    rank = round(p / 100 * total + 0.5)
+    seen = 0
+    for us in sorted(histogram):
+        seen += histogram[us]
+        if seen >= rank:
+            return us / 1000
+    return 0.0
+
+
+def _histogram(line: str) -> dict[int, int]:
+    pairs = (item.split(":") for item in line[len(_HIST) :].split(",") if item)
+    return {int(us): int(count) for us, count in pairs}
+
+
 def parse(stdout: str) -> WrkResult:
+    raw, histogram = None, {}
     for line in stdout.splitlines():
         if line.startswith(_MARK):
             raw = json.loads(line[len(_MARK) :])
-            break
-    else:
+        elif line.startswith(_HIST):
+            histogram = _histogram(line)
+    if raw is None:
         raise BenchError(f"wrk printed no result line:\n{stdout[-2000:]}")
     socket_errors = sum(raw[key] for key in ("connect", "read", "write", "timeout"))
     return WrkResult(
@@ -72,6 +94,7 @@ def parse(stdout: str) -> WrkResult:
         p50_ms=raw["p50_us"] / 1000,
         p90_ms=raw["p90_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
+        histogram=histogram,
     )
 
 
@@ -84,11 +107,13 @@ async def run(
     duration_s: int,
     cpus: Sequence[int] | None,
     delay_ms: float = 0,
+    histogram: bool = False,
 ) -> WrkResult:
     env = {
         **os.environ,
         "BENCH_MODE": mode,
         "BENCH_DELAY_MS": str(delay_ms),
+        "BENCH_HISTOGRAM": "1" if histogram else "0",
     }
     argv = [
         wrk,
