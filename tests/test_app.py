@@ -1,0 +1,205 @@
+"""The admin port and the process lifecycle: metrics at zero, probes, /status, SIGTERM drain."""
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+
+import aiohttp
+from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
+from fakes.openai_upstream import Script
+
+from sidecar.failure import FailureClass
+
+
+async def test_every_configured_series_exists_at_zero_from_startup(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, a))
+    g = sc.registry.get_sample_value
+    for backend in ("b0", "b1"):
+        labels = {"chain": "default", "backend": backend}
+        for outcome in ("success", "failure", "skipped"):
+            assert g("llm_sidecar_backend_attempts_total", {**labels, "outcome": outcome}) == 0
+        for cls in FailureClass:
+            assert g("llm_sidecar_backend_failures_total", {**labels, "class": cls.value}) == 0
+        for t in ("prompt", "completion"):
+            assert g("llm_sidecar_tokens_total", {**labels, "type": t}) == 0
+        for outcome in ("success", "failure"):
+            assert g("llm_sidecar_stream_recoveries_total", {**labels, "outcome": outcome}) == 0
+        assert g("llm_sidecar_backend_attempt_duration_seconds_count", labels) == 0
+        assert g("llm_sidecar_backend_first_token_seconds_count", labels) == 0
+        assert g("llm_sidecar_backend_circuit_state", {"backend": backend}) == 0
+    assert (
+        g(
+            "llm_sidecar_backend_info",
+            {"chain": "default", "backend": "b1", "kind": "openai", "position": "1"},
+        )
+        == 1
+    )
+    assert g("llm_sidecar_fallback_exhausted_total", {"chain": "default"}) == 0
+    assert g("llm_sidecar_inflight_requests", {}) == 0
+    assert g("llm_sidecar_build_info", {"version": sc.app.status()["version"]}) == 1  # type: ignore[dict-item]
+
+
+async def test_metrics_endpoint_serves_the_exposition_without_created_series(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain_env(await fake()))
+    async with http.get(sc.admin + "/metrics") as r:
+        text = await r.text()
+        assert r.status == 200
+    assert "llm_sidecar_backend_attempts_total{" in text
+    assert "_created" not in text
+
+
+async def test_probes_and_status(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain_env(await fake(), await fake()))
+    async with http.get(sc.admin + "/livez") as r:
+        assert r.status == 200
+    async with http.get(sc.admin + "/readyz") as r:
+        assert r.status == 200
+    async with http.get(sc.admin + "/status") as r:
+        status = await r.json()
+    assert set(status) == {"version", "draining", "inflight", "chains", "backends"}
+    assert status["chains"] == {"default": ["b0", "b1"]}
+    assert status["backends"][0] == {
+        "name": "b0",
+        "kind": "openai",
+        "chains": ["default"],
+        "circuit": "closed",
+        "cooldown_remaining_s": 0,
+        "consecutive_failures": 0,
+    }
+    assert "127.0.0.1" not in str(status)
+
+
+async def test_readiness_never_depends_on_backend_health(
+    sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar({"SIDECAR_BACKENDS": "dead", "DEAD_BASE_URL": "http://127.0.0.1:9/v1"})
+    await post(http, sc.url, chat())
+    async with http.get(sc.admin + "/readyz") as r:
+        assert r.status == 200
+
+
+async def test_admission_control_answers_503_fast_over_max_inflight(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(delay_s=0.5))
+    sc = await sidecar(chain_env(a, SIDECAR_MAX_INFLIGHT="2"))
+    slow = [asyncio.create_task(post(http, sc.url, chat())) for _ in range(2)]
+    while len(a.seen) < 2:
+        await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    r = await post(http, sc.url, chat())
+    assert time.monotonic() - t0 < 0.3
+    assert r.status == 503
+    assert r.headers["retry-after"] == "1"
+    assert "error" in r.json
+    assert len(a.seen) == 2
+    assert all(x.status == 200 for x in await asyncio.gather(*slow))
+    assert (
+        sc.metric(
+            "llm_sidecar_requests_total", route="chat_completions", chain="none", status="503"
+        )
+        == 1
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _spawn(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str, str]:
+    proxy, admin = _free_port(), _free_port()
+    full = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
+        "SIDECAR_PORT": str(proxy),
+        "SIDECAR_ADMIN_PORT": str(admin),
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "serve", env=full, stderr=asyncio.subprocess.PIPE
+    )
+    url, admin_url = f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(admin_url + "/readyz") as r:
+                    if r.status == 200:
+                        return proc, url, admin_url
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError("sidecar did not start")
+
+
+async def test_sigterm_drains_in_flight_streams_byte_for_byte_then_exits_0(
+    fake: FakeFactory,
+) -> None:
+    words = " ".join(f"w{i}" for i in range(10))
+    a = await fake(Script(text=words, chunk_delay_s=0.1))
+    proc, url, admin = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_GRACE_S="5"))
+    async with aiohttp.ClientSession() as http:
+        stream = asyncio.create_task(post(http, url, chat(stream=True)))
+        while not a.seen:
+            await asyncio.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        async with http.get(admin + "/readyz") as r:
+            assert r.status == 503
+        async with http.get(admin + "/livez") as r:
+            assert r.status == 200
+        r = await stream
+        assert streamed_text(r.text) == words
+        assert sse_data(r.text)[-1] == "[DONE]"
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
+
+
+async def test_sigterm_keeps_accepting_during_the_delay_then_refuses(fake: FakeFactory) -> None:
+    a = await fake()
+    proc, url, _ = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_DELAY_S="0.6"))
+    async with aiohttp.ClientSession() as http:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert (await post(http, url, chat())).status == 200
+        await asyncio.sleep(0.8)
+        try:
+            await post(http, url, chat())
+            refused = False
+        except aiohttp.ClientConnectionError:
+            refused = True
+        assert refused
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
+
+
+async def test_stream_longer_than_the_grace_ends_with_a_terminal_error_and_bounded_exit(
+    fake: FakeFactory,
+) -> None:
+    words = " ".join(f"w{i}" for i in range(100))
+    a = await fake(Script(text=words, chunk_delay_s=0.1))
+    proc, url, _ = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_GRACE_S="1.5"))
+    async with aiohttp.ClientSession() as http:
+        stream = asyncio.create_task(post(http, url, chat(stream=True)))
+        while not a.seen:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        r = await stream
+        code = await asyncio.wait_for(proc.wait(), 5)
+        elapsed = time.monotonic() - t0
+    events = sse_data(r.text)
+    assert "[DONE]" not in events
+    assert "error" in events[-1]
+    assert "shutting down" in events[-1]["error"]["message"]
+    assert code == 0
+    assert elapsed < 1.5 + 1.0

@@ -1,0 +1,294 @@
+"""Inbound hygiene: errors the sidecar writes itself, chain selection, headers, pass-through."""
+
+import asyncio
+
+import aiohttp
+import pytest
+from conftest import FakeFactory, SidecarFactory, chain_env, chat, post
+from fakes.openai_upstream import Script
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"model": "m"}', "'messages'"),
+        (b'{"model": "m", "messages": "hi"}', "'messages'"),
+        (b'{"model": 3, "messages": []}', "'model'"),
+        (b'{"messages": []}', "'model' is required"),
+    ],
+)
+async def test_invalid_bodies_get_400_and_nothing_is_forwarded(
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    raw: bytes,
+    message: str,
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    async with http.post(sc.url + "/v1/chat/completions", data=raw) as r:
+        body = await r.json()
+        assert r.status == 400
+    assert message in body["error"]["message"]
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert a.seen == []
+
+
+async def test_model_may_be_omitted_when_every_backend_sets_one(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, B0_MODEL="pinned"))
+    r = await post(http, sc.url, {"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status == 200
+    assert a.seen[0].json["model"] == "pinned"
+
+
+async def test_unknown_route_is_404_json_and_wrong_method_is_405(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain_env(await fake()))
+    async with http.get(sc.url + "/healthz") as r:
+        assert r.status == 404
+        assert "error" in await r.json()
+    async with http.get(sc.url + "/v1/chat/completions") as r:
+        assert r.status == 405
+        assert "error" in await r.json()
+    assert sc.metric("llm_sidecar_requests_total", route="other", chain="none", status="404") == 1
+    assert (
+        sc.metric(
+            "llm_sidecar_requests_total", route="chat_completions", chain="none", status="405"
+        )
+        == 1
+    )
+
+
+async def test_body_over_the_limit_is_413_from_content_length_before_reading(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, SIDECAR_MAX_BODY_BYTES="1000"))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # Announce a huge body and send none of it: the answer must come without reading it.
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000000\r\n\r\n"
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), 2)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b'"error"' in head
+    assert a.seen == []
+
+
+async def test_chunked_body_crossing_the_limit_is_413(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, SIDECAR_MAX_BODY_BYTES="1000"))
+
+    async def body():  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            yield b"x" * 100
+
+    async with http.post(sc.url + "/v1/chat/completions", data=body()) as r:
+        assert r.status == 413
+        assert (await r.json())["error"]["code"] == "request_too_large"
+    assert a.seen == []
+
+
+async def test_slow_body_is_408(fake: FakeFactory, sidecar: SidecarFactory) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, SIDECAR_BODY_TIMEOUT_S="0.3"))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 50\r\n\r\n{"model":'
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.read(4096), 3)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert a.seen == []
+
+
+async def test_inbound_token_is_required_when_configured(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, SIDECAR_AUTH_TOKEN="inbound-secret-token"))
+    assert (await post(http, sc.url, chat())).status == 401
+    bad = await post(http, sc.url, chat(), headers={"Authorization": "Bearer nope"})
+    assert bad.status == 401
+    assert "inbound-secret-token" not in bad.text
+    ok = await post(http, sc.url, chat(), headers={"Authorization": "Bearer inbound-secret-token"})
+    assert ok.status == 200
+    ok2 = await post(http, sc.url, chat(), headers={"x-api-key": "inbound-secret-token"})
+    assert ok2.status == 200
+    assert len(a.seen) == 2
+    # The inbound token is the sidecar's; upstream gets only the backend's own key.
+    assert a.seen[0].headers["authorization"] == "Bearer sk-canary-key-0-0123456789"
+
+
+async def test_chain_is_chosen_by_header_then_model_then_default(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, tmp_path: object
+) -> None:
+    d, g = await fake(), await fake()
+    import pathlib
+
+    path = pathlib.Path(str(tmp_path)) / "chains.yaml"
+    path.write_text("fallback_chains:\n  gpt-4o:\n    - {name: g, env_prefix: G_}\n")
+    env = {
+        "SIDECAR_BACKENDS": "d",
+        "SIDECAR_CONFIG": str(path),
+        "D_BASE_URL": d.url,
+        "G_BASE_URL": g.url,
+    }
+    sc = await sidecar(env)
+    await post(http, sc.url, chat(model="gpt-4o"))
+    assert len(g.seen) == 1
+    await post(http, sc.url, chat(model="other"))
+    assert len(d.seen) == 1
+    r = await post(http, sc.url, chat(model="other"), headers={"x-sidecar-chain": "gpt-4o"})
+    assert len(g.seen) == 2
+    assert "x-sidecar-chain" not in g.seen[1].headers
+    assert r.status == 200
+    bad = await post(http, sc.url, chat(), headers={"x-sidecar-chain": "nope"})
+    assert bad.status == 400
+    assert "nope" in bad.json["error"]["message"]
+
+
+async def test_models_lists_chains_and_model_map_keys(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain_env(await fake(), B0_MODEL_MAP="fast=gpt-4o-mini,smart=gpt-4o"))
+    async with http.get(sc.url + "/v1/models") as r:
+        body = await r.json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["default", "fast", "smart"]
+    assert all(m["object"] == "model" and m["owned_by"] == "llm-sidecar" for m in body["data"])
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("has space", False), ("", False)],
+)
+async def test_request_id_is_kept_only_when_well_formed(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, given: str, kept: bool
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    r = await post(http, sc.url, chat(), headers={"x-request-id": given})
+    rid = r.headers["x-request-id"]
+    if kept:
+        assert rid == given
+    else:
+        assert len(rid) == 32 and int(rid, 16) >= 0
+    assert a.seen[0].headers["x-request-id"] == rid
+
+
+async def test_caller_credentials_cookies_and_hop_by_hop_headers_never_go_upstream(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, B0_HEADERS='{"OpenAI-Organization": "org-static"}'))
+    caller = {
+        "Authorization": "Bearer caller-key",
+        "x-api-key": "caller-key",
+        "api-key": "caller-key",
+        "Cookie": "session=1",
+        "Proxy-Authorization": "Basic x",
+        "X-Custom": "dropped on known routes",
+        "User-Agent": "my-app/1.0",
+    }
+    await post(http, sc.url, chat(), headers=caller)
+    got = a.seen[0].headers
+    assert got["authorization"] == "Bearer sk-canary-key-0-0123456789"
+    for name in ("x-api-key", "api-key", "cookie", "proxy-authorization", "x-custom"):
+        assert name not in got
+    assert "caller-key" not in str(got)
+    assert got["user-agent"] == "my-app/1.0"
+    assert got["openai-organization"] == "org-static"
+
+
+async def test_keyless_openai_backend_sends_no_credential(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar({"SIDECAR_BACKENDS": "local", "LOCAL_BASE_URL": a.url})
+    await post(http, sc.url, chat(), headers={"Authorization": "Bearer caller"})
+    assert "authorization" not in a.seen[0].headers
+
+
+async def test_passthrough_relays_other_v1_paths_byte_for_byte(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    raw = b'{"weird":   [1,2,3]}'
+    a = await fake(Script(status=503))
+    b = await fake(Script(body=raw, headers={"X-Upstream": "yes", "Set-Cookie": "a=b"}))
+    sc = await sidecar(chain_env(a, b))
+    async with http.post(
+        sc.url + "/v1/responses?foo=bar",
+        data=b"any bytes \x00\x01",
+        headers={
+            "Authorization": "Bearer caller",
+            "X-Custom": "kept",
+            "Content-Type": "application/x-thing",
+        },
+    ) as r:
+        assert r.status == 200
+        assert await r.read() == raw
+        assert r.headers["x-sidecar-backend"] == "b1"
+        assert r.headers["x-sidecar-failures"] == "b0=overloaded"
+    seen = b.seen[0]
+    assert seen.path == "/v1/responses"
+    assert seen.query == "foo=bar"
+    assert seen.body == b"any bytes \x00\x01"
+    assert seen.headers["x-custom"] == "kept"
+    assert seen.headers["content-type"] == "application/x-thing"
+    assert seen.headers["authorization"] == "Bearer sk-canary-key-1-0123456789"
+
+
+async def test_azure_classic_and_v1_urls_and_api_key_header(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    classic, v1 = await fake(Script(status=503)), await fake()
+    env = {
+        "SIDECAR_BACKENDS": "az1,az2",
+        "AZ1_KIND": "azure",
+        "AZ1_BASE_URL": classic.url.removesuffix("/v1"),
+        "AZ1_API_KEY": "azure-key-one",
+        "AZ1_DEPLOYMENT": "gpt4o-prod",
+        "AZ1_API_VERSION": "2024-10-21",
+        "AZ2_KIND": "azure",
+        "AZ2_BASE_URL": v1.url.removesuffix("/v1"),
+        "AZ2_API_KEY": "azure-key-two",
+        "AZ2_DEPLOYMENT": "my-deployment",
+    }
+    sc = await sidecar(env)
+    r = await post(http, sc.url, chat())
+    assert r.status == 200
+    c, v = classic.seen[0], v1.seen[0]
+    assert c.path == "/openai/deployments/gpt4o-prod/chat/completions"
+    assert c.query == "api-version=2024-10-21"
+    assert c.headers["api-key"] == "azure-key-one"
+    assert "authorization" not in c.headers
+    assert v.path == "/openai/v1/chat/completions"
+    assert v.json["model"] == "my-deployment"
+    assert v.headers["api-key"] == "azure-key-two"
+
+
+async def test_upstream_redirects_are_not_followed(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    target = await fake()
+    a = await fake(Script(status=307, headers={"Location": target.url + "/chat/completions"}))
+    sc = await sidecar(chain_env(a))
+    r = await post(http, sc.url, chat())
+    assert r.status == 502
+    assert target.seen == []

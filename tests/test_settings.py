@@ -1,0 +1,157 @@
+"""Configuration: chains from env and YAML, per-backend prefixes, and errors that name the env var."""
+
+import pathlib
+
+import pytest
+
+from sidecar.settings import ConfigError, default_prefix, load_config
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix"), [("primary", "PRIMARY_"), ("azure-eu", "AZURE_EU_"), ("a.b c", "A_B_C_")]
+)
+def test_default_prefix_upper_cases_and_replaces_non_alphanumerics(name: str, prefix: str) -> None:
+    assert default_prefix(name) == prefix
+
+
+def test_backends_list_builds_the_default_chain_in_order_with_explicit_prefixes() -> None:
+    config = load_config(
+        {
+            "SIDECAR_BACKENDS": "primary, secondary=OPENAI_FALLBACK_",
+            "PRIMARY_API_KEY": "k1",
+            "OPENAI_FALLBACK_API_KEY": "k2",
+            "OPENAI_FALLBACK_MODEL": "gpt-4o-mini",
+        }
+    )
+    chain = config.chains["default"]
+    assert [b.name for b in chain] == ["primary", "secondary"]
+    assert chain[1].prefix == "OPENAI_FALLBACK_"
+    assert chain[1].settings.model == "gpt-4o-mini"
+
+
+def test_yaml_chains_share_backends_with_the_same_prefix(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "chains.yaml"
+    path.write_text(
+        "fallback_chains:\n"
+        "  default:\n"
+        "    - {name: azure, env_prefix: AZURE_FALLBACK_}\n"
+        "    - {name: openai, env_prefix: OPENAI_FALLBACK_}\n"
+        "  gpt-4o:\n"
+        "    - {name: openai, env_prefix: OPENAI_FALLBACK_}\n"
+    )
+    config = load_config(
+        {
+            "SIDECAR_CONFIG": str(path),
+            "AZURE_FALLBACK_KIND": "azure",
+            "AZURE_FALLBACK_BASE_URL": "https://r.openai.azure.com",
+            "AZURE_FALLBACK_API_KEY": "a",
+            "OPENAI_FALLBACK_API_KEY": "o",
+        }
+    )
+    assert list(config.chains) == ["default", "gpt-4o"]
+    assert config.chains["gpt-4o"][0] is config.chains["default"][1]
+    assert set(config.backends) == {"azure", "openai"}
+
+
+def test_per_backend_settings_are_typed_with_contract_defaults() -> None:
+    s = load_config({"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}).chains["default"][0].settings
+    assert (s.kind, s.connect_timeout_s, s.first_token_timeout_s) == ("openai", 5, 60)
+    assert (s.response_timeout_s, s.stream_idle_timeout_s, s.retries) == (600, 120, 0)
+    assert (s.retry_backoff_s, s.prefill, s.max_connections) == (0.5, False, 100)
+    assert s.anthropic_version == "2023-06-01"
+
+
+def _error(env: dict[str, str], tmp_path: pathlib.Path | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        load_config(env)
+    return e.value
+
+
+BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
+
+
+@pytest.mark.parametrize(
+    ("env", "var", "reason"),
+    [
+        ({}, "SIDECAR_BACKENDS", "SIDECAR_CONFIG"),
+        ({"SIDECAR_BACKENDS": " , "}, "SIDECAR_BACKENDS", "empty"),
+        ({**BASE, "SIDECAR_PORT": "http"}, "SIDECAR_PORT", "integer"),
+        ({**BASE, "SIDECAR_REQUEST_TIMEOUT_S": "0"}, "SIDECAR_REQUEST_TIMEOUT_S", "greater than 0"),
+        ({**BASE, "SIDECAR_CIRCUIT_COOLDOWN_S": "-1"}, "SIDECAR_CIRCUIT_COOLDOWN_S", "greater"),
+        ({**BASE, "SIDECAR_FALLBACK_ON": "timeout,bogus"}, "SIDECAR_FALLBACK_ON", "bogus"),
+        ({**BASE, "SIDECAR_LOG_FORMAT": "xml"}, "SIDECAR_LOG_FORMAT", "json"),
+        ({**BASE, "P_RETRIES": "-1"}, "P_RETRIES", "greater than or equal to 0"),
+        ({**BASE, "P_RETRIES": "1.5"}, "P_RETRIES", "integer"),
+        ({**BASE, "P_KIND": "gemini"}, "P_KIND", "openai"),
+        ({**BASE, "P_CONNECT_TIMEOUT_S": "0"}, "P_CONNECT_TIMEOUT_S", "greater than 0"),
+        ({**BASE, "P_BASE_URL": "ftp://x"}, "P_BASE_URL", "http"),
+        ({**BASE, "P_BASE_URL": "http://169.254.169.254/v1"}, "P_BASE_URL", "metadata"),
+        ({**BASE, "P_BASE_URL": "http://[fd00:ec2::254]/"}, "P_BASE_URL", "metadata"),
+        ({**BASE, "P_BASE_URL": "http://metadata.google.internal/"}, "P_BASE_URL", "metadata"),
+        ({**BASE, "P_MODEL_MAP": "a=b,c"}, "P_MODEL_MAP", "requested=sent"),
+        ({**BASE, "P_HEADERS": "[1]"}, "P_HEADERS", "JSON object"),
+        ({"SIDECAR_BACKENDS": "p"}, "P_API_KEY", "required"),
+        ({"SIDECAR_BACKENDS": "a", "A_KIND": "azure", "A_API_KEY": "k"}, "A_BASE_URL", "azure"),
+        (
+            {
+                "SIDECAR_BACKENDS": "a",
+                "A_KIND": "azure",
+                "A_API_KEY": "k",
+                "A_BASE_URL": "https://r.openai.azure.com",
+                "A_API_VERSION": "2024-10-21",
+            },
+            "A_DEPLOYMENT",
+            "required",
+        ),
+        ({"SIDECAR_BACKENDS": "c", "C_KIND": "anthropic"}, "C_API_KEY", "required"),
+        (
+            {"SIDECAR_BACKENDS": "p,p=OTHER_", "P_API_KEY": "k", "OTHER_API_KEY": "k"},
+            "OTHER_*",
+            "two env prefixes",
+        ),
+        (
+            {"SIDECAR_BACKENDS": "p", "SIDECAR_CONFIG": "/nonexistent.yaml"},
+            "SIDECAR_CONFIG",
+            "cannot read",
+        ),
+    ],
+)
+def test_invalid_config_names_the_env_var(env: dict[str, str], var: str, reason: str) -> None:
+    e = _error(env)
+    assert e.env_var == var
+    assert reason in e.reason
+
+
+def test_default_chain_in_both_places_is_an_error(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("fallback_chains:\n  default: [p]\n")
+    e = _error({**BASE, "SIDECAR_CONFIG": str(path)})
+    assert e.env_var == "SIDECAR_BACKENDS"
+    assert "SIDECAR_CONFIG" in e.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fallback_chains:\n  default: []\n",
+        "fallback_chains: [1]\n",
+        "a: [\n",
+        "fallback_chains:\n  x: [{}]\n",
+    ],
+)
+def test_bad_yaml_is_an_error_naming_sidecar_config(tmp_path: pathlib.Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _error({"SIDECAR_CONFIG": str(path)}).env_var == "SIDECAR_CONFIG"
+
+
+def test_validation_errors_never_echo_the_value() -> None:
+    e = _error({**BASE, "P_MAX_CONNECTIONS": "sk-secret-value-123"})
+    assert "sk-secret-value-123" not in str(e)
+
+
+def test_zero_is_allowed_for_shutdown_delay_and_retry_after_wait() -> None:
+    s = load_config(
+        {**BASE, "SIDECAR_SHUTDOWN_DELAY_S": "0", "SIDECAR_RETRY_AFTER_WAIT_MAX_S": "0"}
+    ).settings
+    assert s.shutdown_delay_s == 0 and s.retry_after_wait_max_s == 0
