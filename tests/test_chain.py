@@ -9,7 +9,13 @@ import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
 from fakes.openai_upstream import Script
 
-QUOTA = {"error": {"message": "You exceeded your quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+QUOTA = {
+    "error": {
+        "message": "You exceeded your quota",
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+    }
+}
 CONTEXT = {
     "error": {
         "message": "This model's maximum context length is 8192 tokens",
@@ -58,7 +64,12 @@ async def test_chain_falls_back_on_retryable_status(
     if stream:
         assert streamed_text(r.text) == "Hello from the fake."
         assert sse_data(r.text)[-1] == "[DONE]"
-    assert sc.metric("llm_sidecar_backend_failures_total", chain="default", backend="b0", **{"class": cls}) == 1
+    assert (
+        sc.metric(
+            "llm_sidecar_backend_failures_total", chain="default", backend="b0", **{"class": cls}
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -134,7 +145,12 @@ NOT_FALLING_BACK: list[tuple[str, Script, int, str]] = [
     ("401", Script(status=401), 401, "auth"),
     ("403", Script(status=403), 403, "auth"),
     ("invalid_json_2xx", Script(body=b"<html>oops"), 502, "invalid_response"),
-    ("redirect", Script(status=302, headers={"Location": "http://example.invalid/"}), 502, "invalid_response"),
+    (
+        "redirect",
+        Script(status=302, headers={"Location": "http://example.invalid/"}),
+        502,
+        "invalid_response",
+    ),
 ]
 
 
@@ -164,7 +180,14 @@ async def test_chain_returns_non_fallback_failures_at_once(
 async def test_upstream_4xx_body_reaches_the_caller_unchanged(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
-    body = {"error": {"message": "bad temperature", "type": "invalid_request_error", "param": "temperature", "code": None}}
+    body = {
+        "error": {
+            "message": "bad temperature",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": None,
+        }
+    }
     a = await fake(Script(status=400, body=body))
     sc = await sidecar(chain_env(a, await fake()))
     r = await post(http, sc.url, chat())
@@ -201,7 +224,9 @@ STREAM_PRE_COMMIT: list[tuple[str, Script, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "script", "cls"), STREAM_PRE_COMMIT, ids=[c[0] for c in STREAM_PRE_COMMIT])
+@pytest.mark.parametrize(
+    ("name", "script", "cls"), STREAM_PRE_COMMIT, ids=[c[0] for c in STREAM_PRE_COMMIT]
+)
 async def test_stream_failures_before_first_content_fall_back(
     fake: FakeFactory,
     sidecar: SidecarFactory,
@@ -217,7 +242,11 @@ async def test_stream_failures_before_first_content_fall_back(
     assert r.headers["x-sidecar-failures"] == f"b0={cls}"
     assert streamed_text(r.text) == "Hello from the fake."
     # Nothing of the failed attempt (its role chunk) reached the caller twice.
-    roles = [o for o in sse_data(r.text) if isinstance(o, dict) and o["choices"] and "role" in o["choices"][0]["delta"]]
+    roles = [
+        o
+        for o in sse_data(r.text)
+        if isinstance(o, dict) and o["choices"] and "role" in o["choices"][0]["delta"]
+    ]
     assert len(roles) == 1
 
 
@@ -259,7 +288,12 @@ async def test_exhausted_chain_returns_last_error_with_retry_after(
     assert r.headers["x-sidecar-backend"] == "b1"
     assert r.headers["x-sidecar-failures"] == "b0=overloaded,b1=rate_limited"
     assert sc.metric("llm_sidecar_fallback_exhausted_total", chain="default") == 1
-    assert sc.metric("llm_sidecar_requests_total", route="chat_completions", chain="default", status="429") == 1
+    assert (
+        sc.metric(
+            "llm_sidecar_requests_total", route="chat_completions", chain="default", status="429"
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -364,7 +398,9 @@ async def test_model_override_and_model_map_rewrite_only_the_model(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await fake(Script(status=503)), await fake()
-    sc = await sidecar(chain_env(a, b, B0_MODEL="forced-model", B1_MODEL_MAP="gpt-test=mapped-model"))
+    sc = await sidecar(
+        chain_env(a, b, B0_MODEL="forced-model", B1_MODEL_MAP="gpt-test=mapped-model")
+    )
     body = chat(temperature=0.5)
     r = await post(http, sc.url, body)
     assert r.status == 200
@@ -381,7 +417,9 @@ async def test_unchanged_body_is_forwarded_byte_for_byte(
     a = await fake()
     sc = await sidecar(chain_env(a))
     raw = b'{"model":"gpt-test",  "messages":[{"role":"user","content":"hi"}], "x": 1.50}'
-    async with http.post(sc.url + "/v1/chat/completions", data=raw, headers={"content-type": "application/json"}) as r:
+    async with http.post(
+        sc.url + "/v1/chat/completions", data=raw, headers={"content-type": "application/json"}
+    ) as r:
         assert r.status == 200
     assert a.seen[0].body == raw
 
@@ -417,12 +455,31 @@ async def test_metrics_count_a_fallback(
     sc = await sidecar(chain_env(a, b))
     await post(http, sc.url, chat())
     m = sc.metric
-    assert m("llm_sidecar_backend_attempts_total", chain="default", backend="b0", outcome="failure") == 1
-    assert m("llm_sidecar_backend_attempts_total", chain="default", backend="b1", outcome="success") == 1
-    assert m("llm_sidecar_backend_failures_total", chain="default", backend="b0", **{"class": "overloaded"}) == 1
+    assert (
+        m("llm_sidecar_backend_attempts_total", chain="default", backend="b0", outcome="failure")
+        == 1
+    )
+    assert (
+        m("llm_sidecar_backend_attempts_total", chain="default", backend="b1", outcome="success")
+        == 1
+    )
+    assert (
+        m(
+            "llm_sidecar_backend_failures_total",
+            chain="default",
+            backend="b0",
+            **{"class": "overloaded"},
+        )
+        == 1
+    )
     assert m("llm_sidecar_fallback_exhausted_total", chain="default") == 0
-    assert m("llm_sidecar_requests_total", route="chat_completions", chain="default", status="200") == 1
-    assert m("llm_sidecar_backend_attempt_duration_seconds_count", chain="default", backend="b0") == 1
+    assert (
+        m("llm_sidecar_requests_total", route="chat_completions", chain="default", status="200")
+        == 1
+    )
+    assert (
+        m("llm_sidecar_backend_attempt_duration_seconds_count", chain="default", backend="b0") == 1
+    )
     assert m("llm_sidecar_tokens_total", chain="default", backend="b1", type="prompt") == 7
 
 
@@ -431,10 +488,10 @@ async def test_embeddings_go_through_the_chain(
 ) -> None:
     a, b = await fake(Script(status=500)), await fake()
     sc = await sidecar(chain_env(a, b))
-    r = await post(http, sc.url, {"model": "text-embedding-3-small", "input": "hi"}, path="/v1/embeddings")
+    r = await post(
+        http, sc.url, {"model": "text-embedding-3-small", "input": "hi"}, path="/v1/embeddings"
+    )
     assert r.status == 200
     assert r.json["data"][0]["embedding"] == [0.1, 0.2, 0.3]
     assert b.seen[0].path == "/v1/embeddings"
     assert r.headers["x-sidecar-failures"] == "b0=server_error"
-
-

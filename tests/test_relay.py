@@ -22,7 +22,11 @@ LONG = " ".join(f"w{i}" for i in range(40))
     ids=["cut", "malformed", "in_band_error", "stall"],
 )
 async def test_broken_stream_after_commit_ends_with_one_terminal_error_and_no_done(
-    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, script: Script, cls: str
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    script: Script,
+    cls: str,
 ) -> None:
     a, b = await fake(script), await fake()
     sc = await sidecar(chain_env(a, b, B0_STREAM_IDLE_TIMEOUT_S="0.3"))
@@ -129,8 +133,7 @@ async def test_azure_content_filter_chunks_without_delta_get_an_empty_delta(
         b'"choices":[{"index":0,"finish_reason":null,"content_filter_results":{}}]}\n\n'
     )
     body = (
-        annotation
-        + b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
+        annotation + b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
         b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
         b"data: [DONE]\n\n"
     )
