@@ -158,9 +158,9 @@ async def test_sigterm_drains_in_flight_streams_byte_for_byte_then_exits_0(
             assert r.status == 503
         async with http.get(admin + "/livez") as r:
             assert r.status == 200
-        r = await stream
-        assert streamed_text(r.text) == words
-        assert sse_data(r.text)[-1] == "[DONE]"
+        answer = await stream
+        assert streamed_text(answer.text) == words
+        assert sse_data(answer.text)[-1] == "[DONE]"
     assert await asyncio.wait_for(proc.wait(), 5) == 0
 
 

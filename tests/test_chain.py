@@ -1,8 +1,8 @@
 """The fallback chain over real loopback HTTP: every failure class, retries, budgets, exhaustion."""
 
 import asyncio
+import contextlib
 import socket
-from typing import Any
 
 import aiohttp
 import pytest
@@ -121,10 +121,8 @@ async def test_connect_timeout_is_a_timeout(
     for _ in range(8):
         s = socket.socket()
         s.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             s.connect(blackhole.getsockname())
-        except BlockingIOError:
-            pass
         fillers.append(s)
     try:
         env = chain_env(b, b, B0_CONNECT_TIMEOUT_S="0.3")

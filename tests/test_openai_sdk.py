@@ -6,8 +6,9 @@ import openai
 import pytest
 from conftest import FakeFactory, Running, SidecarFactory, chain_env
 from fakes.openai_upstream import Script
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def client(flaky_chain: Running) -> AsyncIterator[openai.AsyncOpenAI]:
 async def test_openai_sdk_gets_an_answer_through_a_fallback(client: openai.AsyncOpenAI) -> None:
     raw = await client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES
-    )  # type: ignore[arg-type]
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello from the fake."
     assert raw.headers["x-sidecar-backend"] == "b1"
@@ -37,7 +38,7 @@ async def test_openai_sdk_gets_an_answer_through_a_fallback(client: openai.Async
 async def test_openai_sdk_streams_through_a_fallback(client: openai.AsyncOpenAI) -> None:
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
-    )  # type: ignore[arg-type]
+    )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Hello from the fake."
 
@@ -45,7 +46,7 @@ async def test_openai_sdk_streams_through_a_fallback(client: openai.AsyncOpenAI)
 async def test_openai_sdk_stream_helper_accumulates_the_final_completion(
     client: openai.AsyncOpenAI,
 ) -> None:
-    async with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    async with client.chat.completions.stream(model="gpt-4o-mini", messages=MESSAGES) as stream:
         final = await stream.get_final_completion()
     assert final.choices[0].message.content == "Hello from the fake."
 
@@ -56,12 +57,15 @@ async def test_openai_sdk_raises_on_a_stream_cut_after_commit(
     a = await fake(Script(text="one two three four", end="cut", after=2))
     sc = await sidecar(chain_env(a))
     client = openai.AsyncOpenAI(base_url=sc.url + "/v1", api_key="unused", max_retries=0)
-    got = []
-    with pytest.raises(openai.APIError):
-        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+    got: list[str] = []
+
+    async def read_all() -> None:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
         async for c in stream:
-            if c.choices:
-                got.append(c.choices[0].delta.content or "")
+            got.append(c.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError):
+        await read_all()
     await client.close()
     assert "".join(got) == "one two"
 
@@ -73,7 +77,7 @@ async def test_openai_sdk_sees_exhaustion_as_the_last_status(
     sc = await sidecar(chain_env(a, b))
     client = openai.AsyncOpenAI(base_url=sc.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.RateLimitError) as e:
-        await client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        await client.chat.completions.create(model="m", messages=MESSAGES)
     await client.close()
     assert e.value.response.headers["x-anyllm-fallback-exhausted"] == "true"
 

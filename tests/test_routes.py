@@ -1,6 +1,7 @@
 """Inbound hygiene: errors the sidecar writes itself, chain selection, headers, pass-through."""
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -91,7 +92,7 @@ async def test_chunked_body_crossing_the_limit_is_413(
     a = await fake()
     sc = await sidecar(chain_env(a, SIDECAR_MAX_BODY_BYTES="1000"))
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         for _ in range(100):
             yield b"x" * 100
 

@@ -1,4 +1,4 @@
-"""Configuration: chains from env and YAML, per-backend prefixes, and errors that name the env var."""
+"""Configuration: chains from env and YAML, per-backend prefixes, errors naming the env var."""
 
 import pathlib
 
