@@ -1,5 +1,6 @@
 import os
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,14 @@ def test_library_refuses_bad_config_without_a_schema(
 ) -> None:
     with pytest.raises(helm_python.HelmRenderError, match=message):
         render(schemaless_app, values)
+
+
+def test_packaged_chart_carries_the_linked_files_and_library(tmp_path: Path) -> None:
+    archive = helm_python.package(DEMO_CHART, destination=tmp_path)
+    with tarfile.open(archive) as tar:
+        rules = tar.getmember("llm-sidecar-demo/files/rules.yaml")
+        assert rules.isfile()
+        extracted = tar.extractfile(rules)
+        assert extracted is not None
+        assert extracted.read() == RULES.read_bytes()
+        assert "llm-sidecar-demo/charts/llm-sidecar/templates/_helpers.tpl" in tar.getnames()
