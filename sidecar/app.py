@@ -23,6 +23,7 @@ from sidecar.redact import Redactor
 from sidecar.routes import Proxy
 from sidecar.settings import Backend, Config
 from sidecar.upstream import Upstream
+from sidecar.upstream_bedrock import BedrockUpstream
 
 # Requests whose headers take longer than this are dropped (slowloris); aiohttp has no
 # header-read deadline of its own, so the proxy's keep-alive timer doubles as one.
@@ -73,7 +74,8 @@ class Sidecar:
             retry_after_max_s=s.retry_after_max_s,
             on_change=on_change,
         )
-        return Member(b, adapter_for(b), Upstream(b), circuit)
+        upstream = BedrockUpstream(b) if b.settings.kind == "bedrock" else Upstream(b)
+        return Member(b, adapter_for(b), upstream, circuit)
 
     def _proxy_app(self) -> web.Application:
         app = web.Application(handler_args={"keepalive_timeout": _KEEPALIVE_S})

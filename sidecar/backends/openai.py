@@ -2,8 +2,12 @@
 
 The caller's bytes go upstream unchanged unless the body must change: a model override or map,
 or `stream_options.include_usage` added to a stream so that tokens can be counted.
+
+Anthropic callers (`/v1/messages`) are served by the chat completions operation, translated both
+ways by `sidecar.dialects.anthropic`; that path is kept apart so the OpenAI one parses nothing more.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,17 +18,39 @@ from sidecar.backends.base import (
     BackendAdapter,
     InvalidResponse,
     StreamAdapter,
+    Untranslatable,
     UpstreamRequest,
+    Usage,
+)
+from sidecar.backends.pivot import (
+    END,
+    AnthropicSink,
+    InBandError,
+    Item,
+    PivotStream,
+    Source,
+    json_object,
+    malformed,
 )
 from sidecar.call import Call, Route
+from sidecar.dialects.anthropic import (
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 from sidecar.dialects.openai import OpenAIStream, usage_of
+from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.failure import classify_error_event
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
 _RELAYED_HEADERS = ("x-ratelimit-",)
 
 
 class OpenAIBackend(BackendAdapter):
-    routes = frozenset({Route.CHAT_COMPLETIONS, Route.EMBEDDINGS, Route.PASSTHROUGH})
+    routes = frozenset(
+        {Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.EMBEDDINGS, Route.PASSTHROUGH}
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,6 +71,8 @@ class OpenAIBackend(BackendAdapter):
         return self.model_for(call.model)
 
     def build(self, call: Call) -> UpstreamRequest:
+        if call.route is Route.MESSAGES:
+            return self._build_messages(call)
         headers = dict(call.headers)
         headers.update(self._static)
         headers["x-request-id"] = call.request_id
@@ -69,6 +97,25 @@ class OpenAIBackend(BackendAdapter):
             }
         return orjson.dumps(changed)
 
+    def _build_messages(self, call: Call) -> UpstreamRequest:
+        assert call.body is not None
+        try:
+            body = anthropic_request_to_openai(call.body)
+        except TranslationError as e:
+            raise Untranslatable(e.message, e.param) from None
+        model = self.sent_model(call)
+        if model is not None:
+            body["model"] = model
+        headers = {k: v for k, v in call.headers.items() if not k.startswith("anthropic-")}
+        headers.update(self._static)
+        headers["x-request-id"] = call.request_id
+        # url() rules (Azure's included) are per route; Anthropic callers get chat completions.
+        url = self.url(dataclasses.replace(call, route=Route.CHAT_COMPLETIONS))
+        return UpstreamRequest(call.method, url, headers, orjson.dumps(body))
+
+    def caller_model(self, call: Call) -> str:
+        return call.model or self.sent_model(call) or ""
+
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.PASSTHROUGH:
             return Answer(body)
@@ -83,13 +130,67 @@ class OpenAIBackend(BackendAdapter):
         answer = Answer(body)
         if (usage := usage_of(parsed)) is not None:
             answer.usage = usage
+        if call.route is Route.MESSAGES:
+            answer.body = self._anthropic_answer(call, parsed)
         return answer
 
+    def _anthropic_answer(self, call: Call, parsed: dict[str, Any]) -> bytes:
+        if not isinstance(parsed.get("choices"), list):
+            raise InvalidResponse("upstream answered 2xx without choices")
+        try:
+            return orjson.dumps(openai_response_to_anthropic(parsed, model=self.caller_model(call)))
+        except InvalidUpstreamResponse as e:
+            raise InvalidResponse(e.message) from None
+
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
-        return body
+        if call.route is not Route.MESSAGES:
+            return body
+        try:
+            parsed: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = body
+        return orjson.dumps(openai_error_to_anthropic(status, parsed))
 
     def stream(self, call: Call) -> StreamAdapter:
+        if call.route is Route.MESSAGES:
+            return PivotStream(OpenAISource(), AnthropicSink(model=self.caller_model(call)))
         return OpenAIStream(include_usage=call.include_usage)
 
     def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
+
+
+class OpenAISource(Source):
+    """OpenAI SSE read as chunks, for Anthropic callers."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._usage = Usage()
+
+    def feed(self, data: Any) -> list[Item]:
+        return self._items(self._decoder.feed(data))
+
+    def end(self) -> list[Item]:
+        return self._items(self._decoder.flush())
+
+    def _items(self, events: list[SSEEvent]) -> list[Item]:
+        items: list[Item] = []
+        for ev in events:
+            if ev.data == "[DONE]":
+                items.append(END)
+                break
+            obj = json_object(ev.data)
+            if obj is None:
+                items.append(malformed())
+                break
+            if "error" in obj:
+                items.append(InBandError(classify_error_event(obj), obj))
+                break
+            if (usage := usage_of(obj)) is not None:
+                self._usage = usage
+            items.append(obj)
+        return items
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage

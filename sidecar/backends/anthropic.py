@@ -1,0 +1,286 @@
+"""Kind `anthropic`: the Anthropic Messages API at `{BASE_URL}/v1/messages`, key in `x-api-key`.
+
+Anthropic callers (`/v1/messages`) get their bytes through unchanged unless the model must change,
+with their own `anthropic-version` / `anthropic-beta` (else `ANTHROPIC_VERSION`). OpenAI callers
+are translated both ways by `sidecar.dialects.anthropic`, under `ANTHROPIC_VERSION`.
+
+Stream rules (protocols.md §3.4, CONTRACT §5, §11):
+- content: a `text_delta` with text, a `tool_use` `content_block_start`, an `input_json_delta`, or
+  a `thinking_delta` (model output the caller sees; holding it back would make a long think trip
+  `FIRST_TOKEN_TIMEOUT_S`); `message_start` and `ping` are not content;
+- finished: `message_delta` with a `stop_reason`; done: `message_stop`;
+- `event: error` is an in-band error, classified by `classify_error_event`; data that is not a JSON
+  object is malformed (`invalid_response`).
+"""
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from sidecar.backends.base import (
+    Answer,
+    BackendAdapter,
+    InvalidResponse,
+    StreamAdapter,
+    StreamStep,
+    Untranslatable,
+    UpstreamRequest,
+    Usage,
+)
+from sidecar.backends.pivot import (
+    END,
+    InBandError,
+    Item,
+    OpenAISink,
+    PivotStream,
+    Source,
+    anthropic_error_event,
+    anthropic_stream_error_type,
+    json_object,
+    malformed,
+    sse_event,
+)
+from sidecar.call import Call, Dialect, Route
+from sidecar.dialects.anthropic import (
+    AnthropicToOpenAIStream,
+    anthropic_error_to_openai,
+    anthropic_error_type,
+    anthropic_response_to_openai,
+    anthropic_usage_to_openai,
+    openai_request_to_anthropic,
+)
+from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.failure import FailureClass, classify_error_event
+
+# Anthropic requires `max_tokens`; OpenAI callers often omit it. 4096 is what most SDKs and
+# proxies default to: long enough for ordinary answers, and within every current model's limit.
+DEFAULT_MAX_TOKENS: Final = 4096
+
+_KEPT_HEADERS: Final = frozenset({"accept", "user-agent", "content-type"})
+_RELAYED_HEADERS: Final = ("anthropic-ratelimit-", "request-id")
+_MESSAGE_STOP: Final = sse_event("message_stop", b'{"type":"message_stop"}')
+
+
+class AnthropicBackend(BackendAdapter):
+    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+    dialect = Dialect.ANTHROPIC
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._url = self.backend.base_url.rstrip("/") + "/v1/messages"
+        self._static = {k.lower(): v for k, v in self.backend.headers.items()}
+        key = self.backend.settings.api_key
+        assert key is not None  # settings require API_KEY for this kind
+        self._static["x-api-key"] = key.get_secret_value()
+
+    def build(self, call: Call) -> UpstreamRequest:
+        caller_speaks_anthropic = call.route is Route.MESSAGES
+        headers = {
+            k: v
+            for k, v in call.headers.items()
+            if k in _KEPT_HEADERS or (caller_speaks_anthropic and k.startswith("anthropic-"))
+        }
+        headers.update(self._static)
+        headers.setdefault("anthropic-version", self.backend.settings.anthropic_version)
+        headers["x-request-id"] = call.request_id
+        body = self._messages_body(call) if caller_speaks_anthropic else self._chat_body(call)
+        return UpstreamRequest("POST", self._url, headers, body)
+
+    def _messages_body(self, call: Call) -> bytes:
+        assert call.body is not None
+        model = self.model_for(call.model)
+        if model is None or model == call.body.get("model"):
+            return call.raw
+        return orjson.dumps({**call.body, "model": model})
+
+    def _chat_body(self, call: Call) -> bytes:
+        assert call.body is not None
+        try:
+            body = openai_request_to_anthropic(
+                call.body,
+                anthropic_version=self.backend.settings.anthropic_version,
+                default_max_tokens=DEFAULT_MAX_TOKENS,
+            )
+        except TranslationError as e:
+            raise Untranslatable(e.message, e.param) from None
+        model = self.model_for(call.model)
+        if model is not None:
+            body["model"] = model
+        return orjson.dumps(body)
+
+    def caller_model(self, call: Call) -> str:
+        # Translated answers name the model the caller asked for (the dialects' convention).
+        return call.model or self.model_for(None) or ""
+
+    def answer(self, call: Call, body: bytes) -> Answer:
+        parsed = _json_body(body)
+        if not isinstance(parsed.get("content"), list):
+            raise InvalidResponse("upstream answered 2xx without content")
+        usage = parsed.get("usage")
+        openai_usage = anthropic_usage_to_openai(usage if isinstance(usage, dict) else {})
+        tokens = Usage(openai_usage["prompt_tokens"], openai_usage["completion_tokens"])
+        if call.route is Route.MESSAGES:
+            return Answer(body, tokens)
+        translated = anthropic_response_to_openai(parsed, model=self.caller_model(call))
+        return Answer(orjson.dumps(translated), tokens)
+
+    def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        parsed = json_object(body.decode("utf-8", "replace"))
+        if call.route is Route.MESSAGES:
+            if parsed is not None and parsed.get("type") == "error":
+                return body
+            message = body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
+            error = {"type": anthropic_error_type(status), "message": message}
+            return orjson.dumps({"type": "error", "error": error})
+        return orjson.dumps(anthropic_error_to_openai(parsed if parsed is not None else body))
+
+    def stream(self, call: Call) -> StreamAdapter:
+        if call.route is Route.MESSAGES:
+            return AnthropicStream()
+        source = AnthropicSource(model=self.caller_model(call), include_usage=call.include_usage)
+        return PivotStream(source, OpenAISink())
+
+    def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse("upstream answered 2xx with a body that is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidResponse("upstream answered 2xx with a body that is not a JSON object")
+    return parsed
+
+
+def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, dict):
+        return None, None
+    counted = anthropic_usage_to_openai(usage)
+    prompt = counted["prompt_tokens"] if "input_tokens" in usage else None
+    completion = usage.get("output_tokens")
+    return prompt, completion if isinstance(completion, int) else None
+
+
+class AnthropicStream(StreamAdapter):
+    """An Anthropic upstream stream relayed to an Anthropic caller, event by event."""
+
+    __slots__ = ("_decoder", "text", "text_only", "usage")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.usage = Usage()
+        self.text: list[str] = []
+        self.text_only = True
+
+    def feed(self, data: Any) -> StreamStep:
+        return self._events(self._decoder.feed(data))
+
+    def end(self) -> StreamStep:
+        return self._events(self._decoder.flush())
+
+    def _events(self, events: list[SSEEvent]) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        for ev in events:
+            obj = json_object(ev.data)
+            if obj is None:
+                step.error = (FailureClass.INVALID_RESPONSE, self._malformed())
+                break
+            name = ev.event or str(obj.get("type"))
+            if name == "error":
+                step.error = (classify_error_event(obj), sse_event("error", ev.data.encode()))
+                break
+            self._inspect(name, obj, step)
+            out.append(sse_event(name, ev.data.encode()))
+            if step.done:
+                break
+        step.out = b"".join(out)
+        return step
+
+    def _inspect(self, name: str, obj: dict[str, Any], step: StreamStep) -> None:
+        match name:
+            case "message_start":
+                self._count((obj.get("message") or {}).get("usage"))
+            case "content_block_start":
+                block = obj.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    step.content, self.text_only = True, False
+                elif block.get("type") == "text" and block.get("text"):
+                    step.content = True
+                    self.text.append(block["text"])
+            case "content_block_delta":
+                self._delta(obj.get("delta") or {}, step)
+            case "message_delta":
+                self._count(obj.get("usage"))
+                step.finished = bool((obj.get("delta") or {}).get("stop_reason"))
+            case "message_stop":
+                step.done = True
+
+    def _delta(self, delta: dict[str, Any], step: StreamStep) -> None:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            step.content = True
+            self.text.append(delta["text"])
+        elif kind in ("input_json_delta", "thinking_delta"):
+            step.content, self.text_only = True, False
+
+    def _count(self, usage: Any) -> None:
+        # message_delta counts are cumulative: they replace the earlier ones.
+        prompt, completion = _anthropic_tokens(usage)
+        if prompt is not None:
+            self.usage.prompt = prompt
+        if completion is not None:
+            self.usage.completion = completion
+
+    def _malformed(self) -> bytes:
+        return anthropic_error_event("api_error", "upstream sent a malformed stream event")
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return anthropic_error_event(anthropic_stream_error_type(error_type), message)
+
+    def terminator(self) -> bytes:
+        return _MESSAGE_STOP
+
+
+class AnthropicSource(Source):
+    """Anthropic SSE read into OpenAI chunks, for OpenAI callers."""
+
+    def __init__(self, *, model: str, include_usage: bool) -> None:
+        self._decoder = SSEDecoder()
+        self._tr = AnthropicToOpenAIStream(model=model, include_usage=include_usage)
+        self._include_usage = include_usage
+
+    def feed(self, data: Any) -> list[Item]:
+        return self._items(self._decoder.feed(data))
+
+    def end(self) -> list[Item]:
+        return self._items(self._decoder.flush())
+
+    def _items(self, events: list[SSEEvent]) -> list[Item]:
+        items: list[Item] = []
+        for ev in events:
+            obj = json_object(ev.data)
+            if obj is None:
+                items.append(malformed())
+                break
+            name = ev.event or str(obj.get("type"))
+            if name == "error":
+                items.append(InBandError(classify_error_event(obj), anthropic_error_to_openai(obj)))
+                break
+            items.extend(self._tr.feed(name, obj))
+            if name == "message_stop":
+                items.append(END)
+                break
+        return items
+
+    def finish(self) -> list[dict[str, Any]]:
+        # The usage chunk that message_stop would have brought.
+        return self._tr.feed("message_stop", {}) if self._include_usage else []
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self._tr.prompt_tokens or 0, self._tr.completion_tokens or 0)

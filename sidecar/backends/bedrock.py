@@ -1,0 +1,191 @@
+"""Kind `bedrock`: Converse / ConverseStream through aiobotocore (`sidecar.upstream_bedrock`).
+
+The request is the keyword arguments of `converse(**kw)`, carried in `UpstreamRequest.payload`;
+OpenAI callers are translated by `sidecar.dialects.bedrock`, Anthropic callers pivot through the
+OpenAI dialect both ways. The I/O seam hands back the answer as JSON, an error as
+`{"__type": code, "message": …}` with its HTTP status, and a stream as decoded event dicts, an
+in-stream exception being one more event, `{"throttlingException": {"message": …}}`.
+
+Stream rules: content is a text or tool-input delta, or a `toolUse` block start; finished is
+`messageStop`; done is the `metadata` event that follows it (ConverseStream has no terminator of
+its own). An exception event before content is classified by its name, like the HTTP error of the
+same name (`throttlingException` → `rate_limited`, `modelTimeoutException` → `timeout`, …).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import orjson
+
+from sidecar.backends.base import (
+    Answer,
+    BackendAdapter,
+    InvalidResponse,
+    StreamAdapter,
+    Untranslatable,
+    UpstreamRequest,
+    Usage,
+)
+from sidecar.backends.pivot import (
+    END,
+    AnthropicSink,
+    InBandError,
+    Item,
+    OpenAISink,
+    PivotStream,
+    Sink,
+    Source,
+    malformed,
+)
+from sidecar.call import Call, Route
+from sidecar.dialects.anthropic import (
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
+from sidecar.dialects.bedrock import (
+    ConverseStreamToOpenAI,
+    bedrock_error_to_openai,
+    converse_response_to_openai,
+    openai_request_to_converse,
+)
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.failure import FailureClass, code_class
+
+JSON = dict[str, Any]
+
+# HTTP status of each Bedrock exception (protocols.md §5.4), by lower-cased name, for the error
+# type shown to the caller when the exception arrives inside a stream.
+EXCEPTION_STATUS: Final[dict[str, int]] = {
+    "validationexception": 400,
+    "servicequotaexceededexception": 400,
+    "accessdeniedexception": 403,
+    "resourcenotfoundexception": 404,
+    "modeltimeoutexception": 408,
+    "modelerrorexception": 424,
+    "modelstreamerrorexception": 424,
+    "throttlingexception": 429,
+    "modelnotreadyexception": 429,
+    "internalserverexception": 500,
+    "serviceunavailableexception": 503,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Converse:
+    """One Converse (or ConverseStream) call: what the Bedrock seam sends."""
+
+    stream: bool
+    params: JSON
+
+
+class BedrockBackend(BackendAdapter):
+    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        s = self.backend.settings
+        region = s.region or "default-region"
+        self._endpoint = (
+            s.endpoint_url or f"https://bedrock-runtime.{region}.amazonaws.com"
+        ).rstrip("/")
+
+    def build(self, call: Call) -> UpstreamRequest:
+        assert call.body is not None
+        model = self.model_for(call.model)
+        if model is None:
+            raise Untranslatable("a Bedrock model id is required", "model")
+        try:
+            body = anthropic_request_to_openai(call.body) if _anthropic(call) else call.body
+            params = openai_request_to_converse(body, model_id=model)
+        except TranslationError as e:
+            raise Untranslatable(e.message, e.param) from None
+        # Informational (logs, errors): the seam calls the operation, not this URL.
+        op = "converse-stream" if call.stream else "converse"
+        url = f"{self._endpoint}/model/{quote(model, safe='')}/{op}"
+        headers = {"x-request-id": call.request_id}
+        return UpstreamRequest("POST", url, headers, b"", payload=Converse(call.stream, params))
+
+    def caller_model(self, call: Call) -> str:
+        return call.model or self.model_for(None) or ""
+
+    def answer(self, call: Call, body: bytes) -> Answer:
+        try:
+            parsed = orjson.loads(body)
+            openai = converse_response_to_openai(parsed, model=self.caller_model(call))
+        except (orjson.JSONDecodeError, AttributeError):
+            raise InvalidResponse("Bedrock answered with a body that cannot be read") from None
+        except InvalidUpstreamResponse as e:
+            raise InvalidResponse(e.message) from None
+        usage = Usage(openai["usage"]["prompt_tokens"], openai["usage"]["completion_tokens"])
+        if _anthropic(call):
+            openai = _to_anthropic(openai, self.caller_model(call))
+        return Answer(orjson.dumps(openai), usage)
+
+    def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = {}
+        code = str(parsed.get("__type") or "") if isinstance(parsed, dict) else ""
+        message = str(parsed.get("message") or "") if isinstance(parsed, dict) else ""
+        envelope = bedrock_error_to_openai(code, message or f"Bedrock answered {status}", status)
+        if _anthropic(call):
+            return orjson.dumps(openai_error_to_anthropic(status, envelope))
+        return orjson.dumps(envelope)
+
+    def stream(self, call: Call) -> StreamAdapter:
+        model = self.caller_model(call)
+        sink: Sink = AnthropicSink(model=model) if _anthropic(call) else OpenAISink()
+        # Anthropic callers read the final usage from message_delta: the sink needs the chunk.
+        include_usage = call.include_usage or _anthropic(call)
+        return PivotStream(BedrockSource(model=model, include_usage=include_usage), sink)
+
+
+def _anthropic(call: Call) -> bool:
+    return call.route is Route.MESSAGES
+
+
+def _to_anthropic(openai: JSON, model: str) -> JSON:
+    try:
+        return openai_response_to_anthropic(openai, model=model)
+    except InvalidUpstreamResponse as e:
+        raise InvalidResponse(e.message) from None
+
+
+class BedrockSource(Source):
+    """ConverseStream event dicts read into OpenAI chunks."""
+
+    def __init__(self, *, model: str, include_usage: bool) -> None:
+        self._tr = ConverseStreamToOpenAI(model=model, include_usage=include_usage)
+        self._stopped = False
+
+    def feed(self, data: Any) -> list[Item]:
+        if not isinstance(data, dict) or not data:
+            return [malformed()]
+        name = next(iter(data))
+        if name.endswith("Exception"):
+            return [_exception(name, data[name])]
+        try:
+            items: list[Item] = list(self._tr.feed(data))
+        except InvalidUpstreamResponse as e:
+            error = {"message": e.message, "type": "invalid_response", "code": "invalid_response"}
+            return [InBandError(FailureClass.INVALID_RESPONSE, {"error": error})]
+        if name == "messageStop":
+            self._stopped = True
+        elif name == "metadata" and self._stopped:
+            items.append(END)
+        return items
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self._tr.prompt_tokens or 0, self._tr.completion_tokens or 0)
+
+
+def _exception(name: str, body: Any) -> InBandError:
+    message = body.get("message") if isinstance(body, dict) else None
+    status = EXCEPTION_STATUS.get(name.lower(), 500)
+    cls = code_class([name]) or FailureClass.SERVER_ERROR
+    envelope = bedrock_error_to_openai(name, str(message or name), status)
+    return InBandError(cls, envelope)

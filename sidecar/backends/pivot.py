@@ -1,0 +1,218 @@
+"""Streams translated through OpenAI chunks, the sidecar's pivot dialect.
+
+A `PivotStream` reads one upstream wire with a `Source` (Anthropic SSE, OpenAI SSE, Bedrock
+ConverseStream events) into OpenAI chunks, and writes those in the caller's dialect with a `Sink`.
+The commit-point signals are read off the chunks, so every pair of dialects commits by the rules of
+`sidecar.dialects.openai.OpenAIStream`: content is a delta with text, a refusal or a tool call;
+finished is a `finish_reason`; done is the upstream's own terminator (or, for a caller whose
+terminator carries the final usage, the moment the sink has written it).
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.dialects.anthropic import OpenAIToAnthropicStream, openai_error_to_anthropic
+from sidecar.dialects.openai import DONE, error_event
+from sidecar.failure import FailureClass
+
+JSON = dict[str, Any]
+F = FailureClass
+
+MALFORMED_MESSAGE: Final = "upstream sent a malformed stream event"
+# The HTTP status whose meaning an in-band error has: it picks the caller's error type.
+STATUS_OF: Final[dict[FailureClass, int]] = {
+    F.RATE_LIMITED: 429,
+    F.QUOTA_EXHAUSTED: 429,
+    F.OVERLOADED: 529,
+    F.TIMEOUT: 504,
+    F.AUTH: 403,
+    F.CLIENT_ERROR: 400,
+    F.CONTEXT_LENGTH: 400,
+    F.INVALID_RESPONSE: 502,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InBandError:
+    """An upstream error event (or a malformed one), as an OpenAI error envelope."""
+
+    cls: FailureClass
+    envelope: JSON
+
+    @property
+    def status(self) -> int:
+        return STATUS_OF.get(self.cls, 500)
+
+
+class Terminator:
+    """The upstream's own end of stream ([DONE], message_stop, Bedrock's trailing metadata)."""
+
+
+END: Final = Terminator()
+Item = JSON | InBandError | Terminator
+
+
+def malformed() -> InBandError:
+    error = {"message": MALFORMED_MESSAGE, "type": "invalid_response", "param": None}
+    return InBandError(F.INVALID_RESPONSE, {"error": {**error, "code": "invalid_response"}})
+
+
+def json_object(data: str) -> JSON | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def sse_event(name: str, data: bytes) -> bytes:
+    # Always named: the anthropic SDK drops events without an `event:` line.
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def anthropic_error_event(error_type: str, message: str) -> bytes:
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return sse_event("error", orjson.dumps(body))
+
+
+class Source(ABC):
+    """One upstream wire read into OpenAI chunks, in-band errors and the upstream's terminator."""
+
+    @abstractmethod
+    def feed(self, data: Any) -> list[Item]: ...
+
+    def end(self) -> list[Item]:
+        return []
+
+    def finish(self) -> list[JSON]:
+        """Chunks still owed when the stream finished but lost its terminator (the usage)."""
+        return []
+
+    @property
+    @abstractmethod
+    def usage(self) -> Usage: ...
+
+
+class Sink(ABC):
+    """OpenAI chunks written in the caller's dialect."""
+
+    # The caller's terminator has been written: nothing more may follow.
+    closed: bool = False
+
+    @abstractmethod
+    def write(self, chunk: JSON) -> bytes: ...
+
+    @abstractmethod
+    def close(self) -> bytes:
+        """The caller's terminator, at a clean end."""
+
+    @abstractmethod
+    def error(self, e: InBandError) -> bytes: ...
+
+    @abstractmethod
+    def terminal_error(self, message: str, error_type: str) -> bytes: ...
+
+
+class OpenAISink(Sink):
+    def write(self, chunk: JSON) -> bytes:
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def close(self) -> bytes:
+        return DONE
+
+    def error(self, e: InBandError) -> bytes:
+        return b"data: " + orjson.dumps(e.envelope) + b"\n\n"
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return error_event(message, error_type)
+
+
+class AnthropicSink(Sink):
+    def __init__(self, *, model: str) -> None:
+        self._tr = OpenAIToAnthropicStream(model=model)
+
+    def write(self, chunk: JSON) -> bytes:
+        return self._events(self._tr.feed(chunk))
+
+    def close(self) -> bytes:
+        return self._events(self._tr.finish())
+
+    def _events(self, events: list[tuple[str, JSON]]) -> bytes:
+        out = [sse_event(name, orjson.dumps(data)) for name, data in events]
+        if any(name == "message_stop" for name, _ in events):
+            self.closed = True
+        return b"".join(out)
+
+    def error(self, e: InBandError) -> bytes:
+        return sse_event("error", orjson.dumps(openai_error_to_anthropic(e.status, e.envelope)))
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return anthropic_error_event(anthropic_stream_error_type(error_type), message or error_type)
+
+
+def anthropic_stream_error_type(sidecar_class: str) -> str:
+    # Anthropic error objects have a closed set of types; the sidecar's class is in the message.
+    return "timeout_error" if sidecar_class == F.STREAM_TIMEOUT else "api_error"
+
+
+class PivotStream(StreamAdapter):
+    __slots__ = ("_sink", "_source", "text", "text_only", "usage")
+
+    def __init__(self, source: Source, sink: Sink) -> None:
+        self._source = source
+        self._sink = sink
+        self.usage = Usage()
+        self.text: list[str] = []
+        self.text_only = True
+
+    def feed(self, data: Any) -> StreamStep:
+        return self._step(self._source.feed(data))
+
+    def end(self) -> StreamStep:
+        return self._step(self._source.end())
+
+    def _step(self, items: list[Item]) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        for item in items:
+            if isinstance(item, InBandError):
+                step.error = (item.cls, self._sink.error(item))
+                break
+            if isinstance(item, Terminator):
+                step.done = True
+                out.append(self._sink.close())
+                break
+            self._inspect(item, step)
+            out.append(self._sink.write(item))
+            if self._sink.closed:
+                step.done = True
+                break
+        self.usage = self._source.usage
+        step.out = b"".join(out)
+        return step
+
+    def _inspect(self, chunk: JSON, step: StreamStep) -> None:
+        choices = chunk.get("choices") or []
+        if len(choices) > 1:
+            self.text_only = False
+        for choice in choices:
+            if choice.get("finish_reason"):
+                step.finished = True
+            delta = choice.get("delta") or {}
+            if content := delta.get("content"):
+                step.content = True
+                self.text.append(content)
+            if delta.get("tool_calls") or delta.get("refusal"):
+                step.content = True
+                self.text_only = False
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return self._sink.terminal_error(message, error_type)
+
+    def terminator(self) -> bytes:
+        owed = b"".join(self._sink.write(c) for c in self._source.finish())
+        return owed if self._sink.closed else owed + self._sink.close()

@@ -1,0 +1,223 @@
+"""The network code toward Bedrock: aiobotocore's `bedrock-runtime` client as an `Upstream`.
+
+The chain stays provider-agnostic: `send(req)` takes the `Converse` call a `BedrockBackend` built
+and returns a response with `status`, `headers`, `read()` (the answer as JSON), `chunk()` (the next
+ConverseStream event dict, b"" at the end) and `close()`. botocore's exceptions are mapped here
+and nowhere else: a `ClientError` is an HTTP answer (`{"__type": code, "message": …}` with its
+status), an in-stream `EventStreamError` is one more event (`{code: {"message": …}}`) for the
+backend to classify, a failure without a response is an `UpstreamError`. aiobotocore is imported
+only when a bedrock backend exists: it costs a noticeable part of a second at startup.
+
+The client's own retries are off (the chain decides); its read timeout is the longest of this
+backend's deadlines, since the chain and the relay enforce the real ones. Credentials are the
+backend's `AWS_*` settings when given, else the standard AWS chain (env, web identity/IRSA, SSO,
+shared files, container and instance metadata); `AWS_PROFILE` picks a profile of the shared files.
+"""
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from sidecar.backends.base import UpstreamRequest
+from sidecar.backends.bedrock import Converse
+from sidecar.failure import FailureClass
+from sidecar.settings import Backend, BackendSettings
+from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
+
+F = FailureClass
+
+# The request id of the call in progress, for the signing hook (aiobotocore takes no headers).
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# A Bedrock model timeout is a timeout (CONTRACT §5), though it comes as an HTTP 408 answer.
+_TIMEOUT_CODES = frozenset({"ModelTimeoutException"})
+
+
+class BedrockResponse(UpstreamResponse):
+    __slots__ = ("_body", "_events", "_stream")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+        stream: Any = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+        self._stream = stream
+        self._events: AsyncIterator[Any] | None = None if stream is None else aiter(stream)
+
+    @property
+    def content_type(self) -> str:
+        return "application/vnd.amazon.eventstream" if self._stream else "application/json"
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def chunk(self) -> Any:
+        """The next ConverseStream event dict; b"" at the end."""
+        from botocore.exceptions import BotoCoreError, EventStreamError
+
+        if self._events is None:
+            return b""
+        try:
+            return await anext(self._events)
+        except StopAsyncIteration:
+            self._events = None
+            return b""
+        except EventStreamError as e:
+            self._events = None
+            return _stream_exception(e)
+        except (BotoCoreError, aiohttp.ClientError, OSError) as e:
+            self._events = None
+            raise UpstreamError(F.STREAM_INTERRUPTED, _describe(e)) from None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+class BedrockUpstream(Upstream):
+    """One aiobotocore client per backend, opened on first use, closed with the app."""
+
+    def __init__(self, backend: Backend) -> None:
+        # No aiohttp session of ours: aiobotocore keeps its own pool (MAX_CONNECTIONS).
+        from aiobotocore.session import AioSession
+
+        self.name = backend.name
+        self._prefix = backend.prefix
+        self._settings = backend.settings
+        self._aws = AioSession(profile=backend.settings.aws_profile)
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                client = await self._stack.enter_async_context(self._create())
+                client.meta.events.register("before-sign.bedrock-runtime", _tag_request)
+                self._client = client
+        return self._client
+
+    def _create(self) -> Any:
+        from aiobotocore.config import AioConfig
+
+        s = self._settings
+        read = max(s.first_token_timeout_s, s.response_timeout_s, s.stream_idle_timeout_s)
+        config = AioConfig(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=s.connect_timeout_s,
+            read_timeout=read,
+            max_pool_connections=s.max_connections,
+        )
+        return self._aws.create_client(
+            "bedrock-runtime", config=config, **_client_args(s, self._prefix)
+        )
+
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        call = req.payload
+        assert isinstance(call, Converse)
+        token = _REQUEST_ID.set(req.headers.get("x-request-id"))
+        try:
+            client = await self._open()
+            if call.stream:
+                resp = await client.converse_stream(**call.params)
+                return BedrockResponse(200, _headers(resp), stream=resp["stream"])
+            resp = await client.converse(**call.params)
+            return BedrockResponse(200, _headers(resp), orjson.dumps(resp, default=_blob))
+        except ClientError as e:
+            return _error_answer(e)
+        except (BotoCoreError, aiohttp.ClientError, OSError) as e:
+            raise _no_response(e) from None
+        finally:
+            _REQUEST_ID.reset(token)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+def _client_args(s: BackendSettings, prefix: str) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if s.region:
+        args["region_name"] = s.region
+    if s.endpoint_url:
+        args["endpoint_url"] = s.endpoint_url
+    if s.aws_access_key_id:
+        args["aws_access_key_id"] = s.aws_access_key_id
+    if s.aws_secret_access_key:
+        args["aws_secret_access_key"] = s.aws_secret_access_key.get_secret_value()
+    if s.aws_session_token:
+        args["aws_session_token"] = s.aws_session_token.get_secret_value()
+    return args
+
+
+def _tag_request(request: Any, **_: Any) -> None:
+    # The same x-request-id goes to every attempt (CONTRACT §11), Bedrock included.
+    request_id = _REQUEST_ID.get()
+    if request_id is not None:
+        request.headers["x-request-id"] = request_id
+
+
+def _headers(resp: Any) -> dict[str, str]:
+    headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return {str(k): str(v) for k, v in headers.items()}
+
+
+def _blob(value: Any) -> Any:
+    # Blobs (redacted reasoning, for one) come back as bytes; JSON carries them as base64.
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError
+
+
+def _error_answer(e: Any) -> BedrockResponse:
+    error = e.response.get("Error") or {}
+    meta = e.response.get("ResponseMetadata") or {}
+    code = str(error.get("Code") or "")
+    if code in _TIMEOUT_CODES:
+        raise UpstreamError(F.TIMEOUT, f"Bedrock {code}") from None
+    body = orjson.dumps({"__type": code, "message": str(error.get("Message") or "")})
+    status = int(meta.get("HTTPStatusCode") or 500)
+    return BedrockResponse(status, _headers(e.response), body)
+
+
+def _stream_exception(e: Any) -> dict[str, Any]:
+    error = e.response.get("Error") or {}
+    code = str(error.get("Code") or "internalServerException")
+    return {code: {"message": str(error.get("Message") or "")}}
+
+
+def _no_response(e: Exception) -> UpstreamError:
+    from botocore import exceptions as x
+
+    match e:
+        case x.ConnectTimeoutError():
+            return UpstreamError(F.TIMEOUT, "connect timeout")
+        case x.ReadTimeoutError():
+            return UpstreamError(F.TIMEOUT, "read timeout")
+        case x.NoCredentialsError() | x.PartialCredentialsError() | x.CredentialRetrievalError():
+            return UpstreamError(F.AUTH, "no usable AWS credentials")
+        case x.ProfileNotFound():
+            return UpstreamError(F.AUTH, "AWS_PROFILE names no known profile")
+        case x.NoRegionError():
+            return UpstreamError(F.CONNECT_ERROR, "no AWS region: set REGION or AWS_REGION")
+        case x.ParamValidationError():
+            return UpstreamError(F.CLIENT_ERROR, "request rejected by botocore's validation")
+        case _:
+            return UpstreamError(F.CONNECT_ERROR, _describe(e))
+
+
+def _describe(e: BaseException) -> str:
+    # Only the exception class: botocore messages can carry the endpoint URL.
+    return type(e).__name__
