@@ -25,9 +25,6 @@ from sidecar.settings import Backend, Config
 from sidecar.upstream import Upstream
 from sidecar.upstream_bedrock import BedrockUpstream
 
-# Requests whose headers take longer than this are dropped (slowloris); aiohttp has no
-# header-read deadline of its own, so the proxy's keep-alive timer doubles as one.
-_KEEPALIVE_S = 75.0
 _STREAM_ABORT_WAIT_S = 1.0
 
 
@@ -78,7 +75,11 @@ class Sidecar:
         return Member(b, adapter_for(b), upstream, circuit)
 
     def _proxy_app(self) -> web.Application:
-        app = web.Application(handler_args={"keepalive_timeout": _KEEPALIVE_S})
+        # aiohttp arms its keep-alive timer when a connection opens and closes the connection
+        # if no complete request head arrived by then: one setting bounds idle keep-alive
+        # connections and slow headers (slowloris) alike.
+        idle = self.config.settings.idle_timeout_s
+        app = web.Application(handler_args={"keepalive_timeout": idle})
         app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
         app.cleanup_ctx.append(self._upstreams)
         return app
@@ -89,7 +90,14 @@ class Sidecar:
 
     def _admin_app(self) -> web.Application:
         app = web.Application()
-        metrics = make_aiohttp_handler(self.registry)
+        exposition = make_aiohttp_handler(self.registry)
+
+        async def metrics(request: web.Request) -> web.StreamResponse:
+            # An open circuit turns half-open by the clock, not by an event: read it now.
+            for name, m in self.members.items():
+                self.metrics.circuit.labels(name).set(int(m.circuit.state))
+            return await exposition(request)
+
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/readyz", self._readyz)

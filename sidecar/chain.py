@@ -12,7 +12,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import orjson
 
 from sidecar.backends.base import (
     BackendAdapter,
@@ -24,7 +26,7 @@ from sidecar.backends.base import (
     Usage,
 )
 from sidecar.call import Call
-from sidecar.circuit import Circuit, retry_after_header
+from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.dialects.caller import error_body
 from sidecar.failure import RETRYABLE, FailureClass, classify_status
 from sidecar.metrics import BackendSeries, Metrics
@@ -87,6 +89,8 @@ class Committed:
     step: StreamStep
     sent_at: float
     redact: Callable[[bytes], bytes]
+    chain: "FallbackChain"
+    call: Call
 
 
 @dataclass(slots=True)
@@ -110,6 +114,8 @@ class Outcome:
     stream: Committed | None = None
     exhausted: bool = False
     usage: Usage | None = None
+    # A stream-recovery continuation: its adapter drops the stream's opening events.
+    resume: bool = False
 
     def headers(self) -> dict[str, str]:
         h = {"x-sidecar-attempts": str(self.sent)}
@@ -323,6 +329,7 @@ class FallbackChain:
         start: float,
     ) -> Failure | None:
         adapter = m.adapter.stream(call)
+        adapter.resume = out.resume
         head: list[bytes] = []
         while True:
             chunk = await resp.chunk()
@@ -339,7 +346,51 @@ class FallbackChain:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")
         series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
         step.out = b"".join(head)
-        out.stream = Committed(m, series, resp, adapter, step.out, step, start, self._redact)
+        out.stream = Committed(
+            m, series, resp, adapter, step.out, step, start, self._redact, self, call
+        )
+        return None
+
+    async def recover(self, committed: Committed) -> Committed | None:
+        """Stream recovery (CONTRACT §5): the first later backend with `PREFILL=true` and a
+        closed circuit gets the request plus the text already delivered as a trailing assistant
+        message. One attempt only: a backend that rejects the prefill ends the recovery."""
+        call = committed.call
+        text = "".join(committed.adapter.text)
+        later = list(zip(self.members, self._series, strict=True))
+        start = next(i for i, (m, _) in enumerate(later) if m is committed.member) + 1
+        for m, series in later[start:]:
+            eligible = m.config.settings.prefill and m.circuit.state is CircuitState.CLOSED
+            if not eligible or not m.adapter.supports(call.route):
+                continue
+            cont = _with_prefill(call, text)
+            try:
+                req = m.adapter.build(cont)
+            except Untranslatable:
+                continue
+            if not m.circuit.acquire():
+                continue
+            return await self._continue(m, series, cont, req)
+        return None
+
+    async def _continue(
+        self, m: Member, series: BackendSeries, call: Call, req: UpstreamRequest
+    ) -> Committed | None:
+        out = Outcome(self.name, resume=True)
+        deadline = asyncio.get_running_loop().time() + m.config.settings.first_token_timeout_s
+        try:
+            result = await self._attempt(out, m, series, call, req, deadline)
+        except BaseException:
+            m.circuit.release()
+            raise
+        if result is None and out.stream is not None:
+            m.circuit.record_success()
+            return out.stream
+        series.recovery_failure.inc()
+        if result is not None and result.cls in self._fallback_on:
+            m.circuit.record_failure(retry_after_s=result.retry_after_s)
+        else:
+            m.circuit.record_neutral()
         return None
 
     def _failure_reply(self, call: Call, f: Failure, backend: str) -> Reply:
@@ -384,6 +435,13 @@ class FallbackChain:
             msg = f"no backend of chain {self.name!r} serves this route"
             out.reply = Reply(400, error_body(call.dialect, 400, msg, code="unsupported"))
         return out
+
+
+def _with_prefill(call: Call, text: str) -> Call:
+    assert call.body is not None
+    messages = [*call.body["messages"], {"role": "assistant", "content": text}]
+    body = {**call.body, "messages": messages, "stream": True}
+    return replace(call, body=body, raw=orjson.dumps(body), stream=True)
 
 
 def _event_body(event: bytes) -> bytes:

@@ -4,10 +4,16 @@ After the commit point nothing can fall back: a cut, a stall longer than `STREAM
 a malformed event or an in-band error ends the stream with one terminal error event in the
 caller's dialect and no terminator, so a truncated answer never looks complete. A stream that
 finished (finish_reason / stop_reason) but lost its terminator gets one added.
+
+Stream recovery (CONTRACT §5): when a text-only stream in one choice breaks, the chain may hand
+over a continuation from a later `PREFILL=true` backend; its content is relayed into the same
+stream so the caller receives one whole answer. If the continuation fails in any way, the caller
+gets the terminal error of the original failure, never the continuation's.
 """
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -30,19 +36,28 @@ def reply(r: Reply, headers: Mapping[str, str]) -> web.Response:
     return resp
 
 
+@dataclass(slots=True)
+class Broken:
+    cls: FailureClass
+    message: str
+    # The upstream's own error event, already in the caller's dialect, if it sent one.
+    event: bytes = b""
+
+
 class StreamRelay:
     """Relays one committed stream; `abort()` ends it early with a terminal error (drain)."""
 
-    __slots__ = ("_aborted", "c", "failure")
+    __slots__ = ("_aborted", "_current", "c", "failure")
 
     def __init__(self, committed: Committed) -> None:
         self.c = committed
+        self._current = committed
         self.failure: FailureClass | None = None
         self._aborted = False
 
     def abort(self) -> None:
         self._aborted = True
-        self.c.response.close()
+        self._current.response.close()
 
     async def run(
         self, request: web.Request, headers: Mapping[str, str], idle_timeout: float
@@ -51,36 +66,50 @@ class StreamRelay:
         resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
         try:
             await resp.prepare(request)
-            await resp.write(c.head)
-            if c.step.error is not None:
-                # The batch that committed also carried the failure.
-                await self._fail(resp, F.STREAM_INTERRUPTED, "", event=c.step.error[1])
-            elif not c.step.done:
-                await self._pump(resp, idle_timeout)
+            broken = await self._relay(resp, c, idle_timeout)
+            if broken is not None:
+                if self._aborted:
+                    broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
+                self.failure = broken.cls
+                c.series.failures[broken.cls].inc()
+                if not self._aborted and await self._recover(resp):
+                    broken = None
+            if broken is not None:
+                await self._terminal(resp, broken)
         finally:
-            c.response.close()
-            usage = c.adapter.usage
-            c.series.prompt_tokens.inc(usage.prompt)
-            c.series.completion_tokens.inc(usage.completion)
+            self._close(c)
         await resp.write_eof()
         return resp
 
-    async def _pump(self, resp: web.StreamResponse, idle_timeout: float) -> None:
-        c, adapter = self.c, self.c.adapter
+    async def _relay(
+        self, resp: web.StreamResponse, c: Committed, idle_timeout: float
+    ) -> Broken | None:
+        await resp.write(c.head)
+        if c.step.error is not None:
+            # The batch that committed also carried the failure.
+            return Broken(F.STREAM_INTERRUPTED, "", c.step.error[1])
+        if c.step.done:
+            return None
+        return await self._pump(resp, c, idle_timeout)
+
+    async def _pump(
+        self, resp: web.StreamResponse, c: Committed, idle_timeout: float
+    ) -> Broken | None:
+        adapter = c.adapter
         finished = c.step.finished
         while True:
             try:
                 async with asyncio.timeout(idle_timeout):
                     chunk = await c.response.chunk()
             except TimeoutError:
-                return await self._fail(resp, F.STREAM_TIMEOUT, "upstream stream stalled")
+                return Broken(F.STREAM_TIMEOUT, "upstream stream stalled")
             except UpstreamError:
-                return await self._fail(resp, F.STREAM_INTERRUPTED, "upstream stream was cut off")
+                return Broken(F.STREAM_INTERRUPTED, "upstream stream was cut off")
             step = adapter.feed(chunk) if chunk else adapter.end()
             if step.out:
                 await resp.write(step.out)
             if step.error is not None:
-                return await self._fail(resp, F.STREAM_INTERRUPTED, "", event=step.error[1])
+                return Broken(F.STREAM_INTERRUPTED, "", step.error[1])
             finished = finished or step.finished
             if step.done:
                 return None
@@ -88,13 +117,36 @@ class StreamRelay:
                 if finished:
                     await resp.write(adapter.terminator())
                     return None
-                return await self._fail(resp, F.STREAM_INTERRUPTED, "upstream stream ended early")
+                return Broken(F.STREAM_INTERRUPTED, "upstream stream ended early")
 
-    async def _fail(
-        self, resp: web.StreamResponse, cls: FailureClass, message: str, event: bytes = b""
-    ) -> None:
+    async def _recover(self, resp: web.StreamResponse) -> bool:
+        c = self.c
+        if not c.adapter.text_only or c.call.body is None:
+            return False
+        cont = await c.chain.recover(c)
+        if cont is None:
+            return False
+        self._current = cont
+        try:
+            idle = cont.member.config.settings.stream_idle_timeout_s
+            failed = await self._relay(resp, cont, idle)
+        finally:
+            self._close(cont)
+        if failed is None and not self._aborted:
+            cont.series.recovery_success.inc()
+            return True
+        cont.series.recovery_failure.inc()
+        return False
+
+    async def _terminal(self, resp: web.StreamResponse, broken: Broken) -> None:
+        c = self.c
         if self._aborted:
-            cls, message, event = F.STREAM_INTERRUPTED, "the sidecar is shutting down", b""
-        self.failure = cls
-        self.c.series.failures[cls].inc()
-        await resp.write(self.c.redact(event) or self.c.adapter.terminal_error(message, cls.value))
+            broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
+        event = c.redact(broken.event) if broken.event else b""
+        await resp.write(event or c.adapter.terminal_error(broken.message, broken.cls.value))
+
+    def _close(self, c: Committed) -> None:
+        c.response.close()
+        usage = c.adapter.usage
+        c.series.prompt_tokens.inc(usage.prompt)
+        c.series.completion_tokens.inc(usage.completion)

@@ -56,6 +56,7 @@ class GlobalSettings(BaseSettings):
     request_timeout_s: Seconds = 600
     max_body_bytes: int = Field(33_554_432, gt=0)
     body_timeout_s: Seconds = 30
+    idle_timeout_s: Seconds = 30
     max_inflight: int = Field(1024, gt=0)
     auth_token: SecretStr | None = None
     circuit_failures: int = Field(5, gt=0)

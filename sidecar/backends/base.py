@@ -74,6 +74,10 @@ class StreamAdapter(ABC):
     # what stream recovery needs to continue it elsewhere.
     text: list[str]
     text_only: bool
+    # Set on a stream-recovery continuation: the caller's stream is already open, so the
+    # adapter drops its opening events (OpenAI's role chunk; Anthropic's message_start and
+    # the first content_block_start) and relays only the continued content.
+    resume: bool = False
 
     @abstractmethod
     def feed(self, data: Any) -> StreamStep: ...

@@ -64,10 +64,21 @@ def usage_of(obj: Any) -> Usage | None:
     )
 
 
+def _opening(choices: list[Any]) -> bool:
+    # A role-only first chunk: `delta: {"role": "assistant", "content": ""}` and no finish.
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict) or choice.get("finish_reason"):
+            return False
+        if any(v for k, v in delta.items() if k != "role"):
+            return False
+    return bool(choices)
+
+
 class OpenAIStream(StreamAdapter):
     """An OpenAI-dialect upstream stream relayed to an OpenAI-dialect caller."""
 
-    __slots__ = ("_decoder", "_keep_usage", "text", "text_only", "usage")
+    __slots__ = ("_decoder", "_keep_usage", "resume", "text", "text_only", "usage")
 
     def __init__(self, *, include_usage: bool) -> None:
         self._decoder = SSEDecoder()
@@ -75,6 +86,7 @@ class OpenAIStream(StreamAdapter):
         self.usage = Usage()
         self.text: list[str] = []
         self.text_only = True
+        self.resume = False
 
     def feed(self, data: Any) -> StreamStep:
         return self._events(self._decoder.feed(data))
@@ -117,6 +129,8 @@ class OpenAIStream(StreamAdapter):
             if not choices and not self._keep_usage:
                 return b""
         patched = isinstance(choices, list) and self._inspect(choices, step)
+        if self.resume and isinstance(choices, list) and _opening(choices):
+            return b""
         body = orjson.dumps(obj) if patched else data.encode()
         return b"data: " + body + b"\n\n"
 

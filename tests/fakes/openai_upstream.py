@@ -32,6 +32,8 @@ class Script:
         default_factory=lambda: {"message": "upstream died", "type": "server_error"}
     )
     usage: bool = True
+    # Stream recovery: answer with the rest of this text after the prefill it was sent.
+    continues: str | None = None
 
 
 @dataclass
@@ -116,13 +118,13 @@ class FakeOpenAI:
         await resp.write(_event(chunk(model, {"role": "assistant", "content": ""})))
         if s.end == "role_only":
             return resp
-        words = s.text.split(" ")
+        words = _pieces(s, req)
         for i, word in enumerate(words):
             if i == s.after:
                 return await self._bad_end(request, resp, s)
             if s.chunk_delay_s:
                 await asyncio.sleep(s.chunk_delay_s)
-            await resp.write(_event(chunk(model, {"content": word if i == 0 else " " + word})))
+            await resp.write(_event(chunk(model, {"content": word})))
         if s.after >= len(words) and s.end in ("cut", "stall", "malformed", "error"):
             return await self._bad_end(request, resp, s)
         await resp.write(_event(chunk(model, {}, finish="stop")))
@@ -149,6 +151,16 @@ class FakeOpenAI:
                 assert request.transport is not None
                 request.transport.abort()
         return resp
+
+
+def _pieces(s: Script, req: dict[str, Any]) -> list[str]:
+    if s.continues is not None:
+        last = req["messages"][-1]
+        assert last["role"] == "assistant", "a continuation needs a trailing assistant message"
+        rest = s.continues[len(last["content"]) :]
+        return [rest[i : i + 5] for i in range(0, len(rest), 5)]
+    words = s.text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 def _embedding(req: dict[str, Any]) -> dict[str, Any]:
