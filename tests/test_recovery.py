@@ -1,9 +1,12 @@
 """Stream recovery: a broken text stream continued on a later PREFILL backend, one whole answer."""
 
 import aiohttp
+import orjson
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
 from fakes.openai_upstream import Script
+
+from sidecar.demo import chunk
 
 FULL = " ".join(f"word{i}" for i in range(12))
 
@@ -96,11 +99,13 @@ async def test_no_recovery_without_a_prefill_backend_or_with_its_circuit_open(
 async def test_no_recovery_once_a_tool_call_started(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
-    tool = (
-        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
-        b'"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},'
-        b'"finish_reason":null}]}\n\n'
-    )
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": ""},
+    }
+    tool = b"data: " + orjson.dumps(chunk("m", {"tool_calls": [call]})) + b"\n\n"
     a = await fake(Script(body=tool, headers={"Content-Type": "text/event-stream"}))
     b = await fake(Script(continues=FULL))
     sc = await sidecar(chain_env(a, b, **recovering()))
