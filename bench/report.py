@@ -146,7 +146,19 @@ def _row(results: Results, row: Row) -> str:
     ok = row.check(relay, sidecar, ratio) if row.check and sidecar is not None else None
     ratio_text = "—" if ratio is None else f"{ratio:.2f}×"
     cells = [row.label, _cell(relay, row.fmt), _cell(sidecar, row.fmt), ratio_text]
-    return "| " + " | ".join([*cells, row.target, _status(ok)]) + " |"
+    cells += [_spread(results, row), row.target, _status(ok)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _spread(results: Results, row: Row) -> str:
+    """Lowest and highest ratio of single runs: how far one run could be trusted alone."""
+    numerators = results.samples.get(SIDECAR, {}).get(row.key, [])
+    label, key = row.base or (RELAY, row.key)
+    denominators = results.samples.get(label, {}).get(key, [])
+    ratios = [n / d for n, d in zip(numerators, denominators, strict=False) if d]
+    if len(ratios) < 2:
+        return ""
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
 
 
 @dataclass(frozen=True)
@@ -178,7 +190,7 @@ def _memory_row(label: str, relay: float | None, sidecar: float, fmt: str, check
         target = check
         limit = float(check.split()[1])
         ok = sidecar <= limit
-    cells = [label, _cell(relay, fmt), fmt.format(sidecar), ratio, target, _status(ok)]
+    cells = [label, _cell(relay, fmt), fmt.format(sidecar), ratio, "", target, _status(ok)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -205,7 +217,7 @@ def _memory_rows(results: Results) -> list[str]:
             "≤ 64 MiB",
         ),
         f"| RSS after each of {count} waves (MiB) | {relay.after_waves if relay else '—'} "
-        f"| {sidecar.after_waves} | | | |",
+        f"| {sidecar.after_waves} | | | | |",
         _memory_row(
             "Growth, first wave to last (%)",
             relay.growth_pct if relay else None,
@@ -235,10 +247,27 @@ def _wave_line(index: int, label: str, wave: Wave) -> str:
     return f"| {index} | {label} | {wave.streams} | {wave.bad} | {wave.seconds:.1f} |"
 
 
+def _warnings(results: Results) -> list[str]:
+    warnings = []
+    failed = sum(t.bad + t.socket_errors for t in results.tallies.values())
+    failed += sum(w.bad for waves in results.waves.values() for w in waves)
+    if failed:
+        warnings.append(f"**{failed:,} answers failed the check** (see the table above).")
+    for key in ("json16_rps", "stream16_rps"):
+        direct, relay = median(results, DIRECT, key), median(results, RELAY, key)
+        if direct and relay and direct < 3 * relay:
+            warnings.append(
+                f"**The fake upstream may be limiting** {key}: alone {direct:,.0f}/s, "
+                f"through the relay {relay:,.0f}/s."
+            )
+    return warnings
+
+
 def render(results: Results, header: list[str], method: list[str]) -> str:
     table = [
-        "| figure (median of runs) | relay | llm-sidecar | sidecar ÷ relay | target | |",
-        "|---|---:|---:|---:|---|---|",
+        "| figure (median of runs) | relay | llm-sidecar | sidecar ÷ relay | single runs | target "
+        "| |",
+        "|---|---:|---:|---:|---:|---|---|",
         *(_row(results, row) for row in ROWS),
         *_memory_rows(results),
     ]
@@ -252,7 +281,7 @@ def render(results: Results, header: list[str], method: list[str]) -> str:
         f"what is measured): {', '.join(direct)}; at ~50 req/s it answers in {', '.join(paced)}, "
         "the floor that the added latencies are measured from."
     )
-    notes = [f"- {note}" for note in results.notes]
+    notes = [f"- {note}" for note in [*_warnings(results), *results.notes]]
     return "\n".join(
         [
             *header,

@@ -83,6 +83,15 @@ class Results:
     memory_idle_kib: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def raw(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "tallies": {f"{label}/{scenario}": t for (label, scenario), t in self.tallies.items()},
+            "waves": self.waves,
+            "memory_idle_kib": self.memory_idle_kib,
+            "notes": self.notes,
+        }
+
     def add(self, label: str, figure: str, value: float) -> None:
         self.samples[label][figure].append(value)
 
