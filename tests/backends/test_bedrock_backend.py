@@ -1,0 +1,300 @@
+"""Kind `bedrock` through aiobotocore against the fake Bedrock on loopback."""
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from backends.kinds import AWS_SECRET, BEDROCK_MODEL, chain
+from conftest import FakeFactory, Running, SidecarFactory, chat, post, sse_data, streamed_text
+from fakes.bedrock_upstream import FakeBedrock, Script
+
+from sidecar.backends.bedrock import BedrockSource
+from sidecar.backends.pivot import OpenAISink, PivotStream
+from sidecar.failure import FailureClass
+
+LONG = " ".join(f"w{i}" for i in range(20))
+
+
+@pytest.fixture
+async def bedrock() -> AsyncIterator[FakeBedrock]:
+    f = await FakeBedrock().start()
+    yield f
+    await f.stop()
+
+
+def tokens(sc: Running, backend: str, kind: str) -> float:
+    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
+
+
+def failures(sc: Running, backend: str, cls: str) -> float:
+    labels = {"chain": "default", "backend": backend, "class": cls}
+    return sc.metric("llm_sidecar_backend_failures_total", **labels)
+
+
+async def test_openai_caller_gets_a_converse_answer_as_a_chat_completion(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("aws", bedrock)))
+    r = await post(http, sc.url, chat(model="gpt-x", max_tokens=30))
+    assert r.status == 200
+    assert r.json["choices"][0]["message"]["content"] == "Hello from the fake Bedrock."
+    assert r.json["model"] == "gpt-x"
+    assert r.json["usage"]["total_tokens"] == 13
+    sent = bedrock.seen[0]
+    assert sent.operation == "converse"
+    assert sent.model_id == BEDROCK_MODEL
+    assert sent.json["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
+    assert sent.json["inferenceConfig"] == {"maxTokens": 30}
+    assert tokens(sc, "aws", "prompt") == 9
+    assert tokens(sc, "aws", "completion") == 4
+
+
+async def test_bedrock_request_is_signed_with_sigv4_and_carries_no_caller_credential(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("aws", bedrock)))
+    headers = {"authorization": "Bearer caller-token", "x-api-key": "k", "x-request-id": "req-77"}
+    await post(http, sc.url, chat(), headers=headers)
+    sent = bedrock.seen[0].headers
+    assert sent["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDCANARY/")
+    assert "x-api-key" not in sent
+    assert "api-key" not in sent
+    assert AWS_SECRET not in str(sent)
+    assert sent["x-request-id"] == "req-77"
+
+
+async def test_openai_caller_streams_a_converse_stream(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("aws", bedrock)))
+    r = await post(http, sc.url, chat(stream=True, stream_options={"include_usage": True}))
+    assert r.status == 200
+    assert streamed_text(r.text) == "Hello from the fake Bedrock."
+    events = sse_data(r.text)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["usage"]["prompt_tokens"] == 9
+    assert bedrock.seen[0].operation == "converse-stream"
+    assert tokens(sc, "aws", "prompt") == 9
+    assert tokens(sc, "aws", "completion") == 4
+
+
+async def test_converse_tool_use_streams_as_openai_tool_call_fragments(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    bedrock.script(Script(tool=("weather", {"city": "Oslo"})))
+    sc = await sidecar(chain(("aws", bedrock)))
+    r = await post(http, sc.url, chat(stream=True))
+    calls = [
+        tc
+        for c in sse_data(r.text)
+        if isinstance(c, dict)
+        for ch in c["choices"]
+        for tc in ch["delta"].get("tool_calls", [])
+    ]
+    assert calls[0]["id"] == "tooluse_fake"
+    assert calls[0]["function"]["name"] == "weather"
+    assert "".join(tc["function"]["arguments"] for tc in calls) == '{"city":"Oslo"}'
+    assert sse_data(r.text)[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(
+    ("error", "cls"),
+    [
+        ("ThrottlingException", "rate_limited"),
+        ("ServiceUnavailableException", "overloaded"),
+        ("ModelTimeoutException", "timeout"),
+        ("InternalServerException", "server_error"),
+    ],
+)
+async def test_bedrock_http_errors_fall_back_with_their_class(
+    bedrock: FakeBedrock,
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    error: str,
+    cls: str,
+    stream: bool,
+) -> None:
+    bedrock.script(Script(error=error))
+    backup = await fake()
+    sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
+    r = await post(http, sc.url, chat(stream))
+    assert r.status == 200
+    assert r.headers["x-sidecar-failures"] == f"aws={cls}"
+    assert r.headers["x-sidecar-backend"] == "backup"
+    assert failures(sc, "aws", cls) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "cls"),
+    [("ValidationException", 400, "client_error"), ("AccessDeniedException", 403, "auth")],
+)
+async def test_bedrock_errors_that_do_not_fall_back_reach_the_caller_in_openai_shape(
+    bedrock: FakeBedrock,
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    error: str,
+    status: int,
+    cls: str,
+) -> None:
+    bedrock.script(Script(error=error))
+    backup = await fake()
+    sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
+    r = await post(http, sc.url, chat())
+    assert r.status == status
+    assert r.json["error"]["code"] == error
+    assert r.json["error"]["message"] == f"fake {error}"
+    assert r.headers["x-sidecar-failures"] == f"aws={cls}"
+    assert backup.seen == []
+
+
+@pytest.mark.parametrize(
+    ("exception", "cls"),
+    [
+        ("throttlingException", "rate_limited"),
+        ("serviceUnavailableException", "overloaded"),
+        ("internalServerException", "server_error"),
+        ("modelStreamErrorException", "server_error"),
+    ],
+)
+async def test_exception_frame_before_content_falls_back_with_its_class(
+    bedrock: FakeBedrock,
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    exception: str,
+    cls: str,
+) -> None:
+    bedrock.script(Script(end="exception", exception=exception, after=0))
+    backup = await fake()
+    sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
+    r = await post(http, sc.url, chat(stream=True))
+    assert r.status == 200
+    assert r.headers["x-sidecar-failures"] == f"aws={cls}"
+    assert streamed_text(r.text) == "Hello from the fake."
+    assert failures(sc, "aws", cls) == 1
+
+
+@pytest.mark.parametrize("end", ["exception", "cut"])
+async def test_broken_converse_stream_after_commit_ends_with_one_terminal_error(
+    bedrock: FakeBedrock,
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    end: str,
+) -> None:
+    bedrock.script(Script(text=LONG, end=end, after=3))
+    backup = await fake()
+    sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
+    r = await post(http, sc.url, chat(stream=True))
+    events = sse_data(r.text)
+    assert "[DONE]" not in events
+    assert [e for e in events if "error" in e] == [events[-1]]
+    assert streamed_text(r.text) == "w0 w1 w2"
+    assert backup.seen == []
+    assert failures(sc, "aws", "stream_interrupted") == 1
+
+
+async def test_unreachable_bedrock_endpoint_is_a_connect_error(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backup = await fake()
+    env = chain(("backup", backup), AWS_KIND="bedrock", AWS_REGION="us-east-1")
+    env |= {
+        "SIDECAR_BACKENDS": "aws,backup",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_AWS_ACCESS_KEY_ID": "AKID",
+        "AWS_AWS_SECRET_ACCESS_KEY": "x",
+    }
+    sc = await sidecar(env)
+    r = await post(http, sc.url, chat())
+    assert r.status == 200
+    assert r.headers["x-sidecar-failures"] == "aws=connect_error"
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (
+            [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}],
+            "messages[0].content[0]",
+        ),
+        (
+            [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
+            "messages[0].content[0]",
+        ),
+    ],
+    ids=["image_url", "audio"],
+)
+async def test_untranslatable_request_is_a_400_with_nothing_sent_to_bedrock(
+    bedrock: FakeBedrock,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    content: list[dict[str, Any]],
+    param: str,
+) -> None:
+    sc = await sidecar(chain(("aws", bedrock)))
+    body = chat(messages=[{"role": "user", "content": content}])
+    r = await post(http, sc.url, body)
+    assert r.status == 400
+    assert r.json["error"]["param"] == param
+    assert bedrock.seen == []
+
+
+def test_metadata_after_message_stop_is_the_end_of_a_converse_stream() -> None:
+    adapter = PivotStream(BedrockSource(model="m", include_usage=False), OpenAISink())
+    assert not adapter.feed({"messageStart": {"role": "assistant"}}).content
+    assert adapter.feed(
+        {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "a"}}}
+    ).content
+    assert adapter.feed({"messageStop": {"stopReason": "end_turn"}}).finished
+    step = adapter.feed({"metadata": {"usage": {"inputTokens": 2, "outputTokens": 1}}})
+    assert step.done
+    assert step.out.endswith(b"data: [DONE]\n\n")
+    assert (adapter.usage.prompt, adapter.usage.completion) == (2, 1)
+
+
+def test_malformed_stop_reason_is_an_invalid_response() -> None:
+    adapter = PivotStream(BedrockSource(model="m", include_usage=False), OpenAISink())
+    step = adapter.feed({"messageStop": {"stopReason": "malformed_tool_use"}})
+    assert step.error is not None
+    assert step.error[0] is FailureClass.INVALID_RESPONSE
+
+
+async def test_validation_exception_frame_before_content_is_a_client_error_for_the_caller(
+    bedrock: FakeBedrock, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    bedrock.script(Script(end="exception", exception="validationException", after=0))
+    backup = await fake()
+    sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
+    r = await post(http, sc.url, chat(stream=True))
+    assert r.headers["x-sidecar-failures"] == "aws=client_error"
+    assert r.json["error"]["code"] == "validationException"
+    assert backup.seen == []
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("throttlingException", FailureClass.RATE_LIMITED),
+        ("serviceUnavailableException", FailureClass.OVERLOADED),
+        ("modelNotReadyException", FailureClass.OVERLOADED),
+        ("modelTimeoutException", FailureClass.TIMEOUT),
+        ("validationException", FailureClass.CLIENT_ERROR),
+        ("accessDeniedException", FailureClass.AUTH),
+        ("modelStreamErrorException", FailureClass.SERVER_ERROR),
+    ],
+)
+def test_exception_events_are_classified_by_name(name: str, cls: FailureClass) -> None:
+    adapter = PivotStream(BedrockSource(model="m", include_usage=False), OpenAISink())
+    step = adapter.feed({name: {"message": "boom"}})
+    assert step.error is not None
+    assert step.error[0] is cls
+    assert b'"message":"boom"' in step.error[1]
