@@ -12,6 +12,7 @@ Stream rules (protocols.md §1.3, CONTRACT §5, §11):
   sidecar asks every OpenAI-family upstream for usage to count tokens.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from sidecar.dialects.sse import SSEDecoder
 from sidecar.failure import FailureClass, classify_error_event
 
 DONE = b"data: [DONE]\n\n"
+_KEEP = b"keep"  # a sentinel compared by identity
 
 _ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -78,7 +80,7 @@ def _opening(choices: list[Any]) -> bool:
 class OpenAIStream(StreamAdapter):
     """An OpenAI-dialect upstream stream relayed to an OpenAI-dialect caller."""
 
-    __slots__ = ("_decoder", "_keep_usage", "resume", "text", "text_only", "usage")
+    __slots__ = ("_decoder", "_framed", "_keep_usage", "resume", "text", "text_only", "usage")
 
     def __init__(self, *, include_usage: bool) -> None:
         self._decoder = SSEDecoder()
@@ -87,9 +89,47 @@ class OpenAIStream(StreamAdapter):
         self.text: list[str] = []
         self.text_only = True
         self.resume = False
+        self._framed = True
 
     def feed(self, data: Any) -> StreamStep:
-        return self._events(self._decoder.feed(data))
+        # The hot path: whole `data: {...}\n\n` events, LF only, nothing pending in the
+        # decoder. Each is checked and, when nothing must change, relayed as the same bytes.
+        if self._framed and data[-2:] == b"\n\n" and data[:6] == b"data: ":
+            if data.find(b"\n") == len(data) - 2:
+                return self._fast(data, (data,))
+            parts = data.split(b"\n\n")
+            parts.pop()
+            for p in parts:
+                if p[:6] != b"data: " or b"\n" in p or b"\r" in p:
+                    break
+            else:
+                return self._fast(data, [p + b"\n\n" for p in parts])
+        step = self._events(self._decoder.feed(data))
+        self._framed = self._decoder.idle
+        return step
+
+    def _fast(self, data: bytes, events: Sequence[bytes]) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        same = True
+        for event in events:
+            payload = event[6:-2]
+            if payload == b"[DONE]":
+                step.done = True
+                same = same and event is events[-1]
+                out.append(DONE)
+                break
+            chunk = self._chunk(payload, step)
+            if chunk is _KEEP:
+                out.append(event)
+                continue
+            same = False
+            if chunk is None:
+                break
+            if chunk:
+                out.append(chunk)
+        step.out = data if same else b"".join(out)
+        return step
 
     def end(self) -> StreamStep:
         return self._events(self._decoder.flush())
@@ -106,12 +146,15 @@ class OpenAIStream(StreamAdapter):
             chunk = self._chunk(data, step)
             if chunk is None:
                 break
-            if chunk:
+            if chunk is _KEEP:
+                out.append(b"data: " + data.encode() + b"\n\n")
+            elif chunk:
                 out.append(chunk)
         step.out = b"".join(out)
         return step
 
-    def _chunk(self, data: str, step: StreamStep) -> bytes | None:
+    def _chunk(self, data: str | bytes, step: StreamStep) -> bytes | None:
+        """The event to relay: `_KEEP` (unchanged), b"" (dropped) or new bytes; None stops."""
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -121,7 +164,8 @@ class OpenAIStream(StreamAdapter):
             step.error = (FailureClass.INVALID_RESPONSE, error_event(msg, "invalid_response"))
             return None
         if "error" in obj:
-            step.error = (classify_error_event(obj), b"data: " + data.encode() + b"\n\n")
+            raw = data if isinstance(data, bytes) else data.encode()
+            step.error = (classify_error_event(obj), b"data: " + raw + b"\n\n")
             return None
         choices = obj.get("choices")
         if "usage" in obj and (u := usage_of(obj)) is not None:
@@ -131,8 +175,7 @@ class OpenAIStream(StreamAdapter):
         patched = isinstance(choices, list) and self._inspect(choices, step)
         if self.resume and isinstance(choices, list) and _opening(choices):
             return b""
-        body = orjson.dumps(obj) if patched else data.encode()
-        return b"data: " + body + b"\n\n"
+        return b"data: " + orjson.dumps(obj) + b"\n\n" if patched else _KEEP
 
     def _inspect(self, choices: list[Any], step: StreamStep) -> bool:
         patched = False

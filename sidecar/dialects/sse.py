@@ -23,6 +23,11 @@ class SSEDecoder:
         self._data: list[str] = []
         self._has_data = False
 
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered: the next byte starts a new line of a new event."""
+        return not self._buf and not self._has_data and self._event is None
+
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf + chunk if self._buf else chunk
         events: list[SSEEvent] = []

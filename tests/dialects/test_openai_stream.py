@@ -1,0 +1,58 @@
+"""The OpenAI stream adapter: the same relayed bytes and signals for any split of the input."""
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.backends.base import StreamStep
+from sidecar.demo import chunk, usage_chunk
+from sidecar.dialects.openai import OpenAIStream
+
+EVENTS = [
+    orjson.dumps(chunk("m", {"role": "assistant", "content": ""})),
+    *(orjson.dumps(chunk("m", {"content": f" t{i}"})) for i in range(6)),
+    orjson.dumps(chunk("m", {}, "stop")),
+    orjson.dumps(usage_chunk("m", 6)),
+]
+STREAM = b"".join(b"data: " + e + b"\n\n" for e in EVENTS) + b"data: [DONE]\n\n"
+
+
+def run(pieces: list[bytes]) -> tuple[bytes, list[tuple[bool, bool, bool]], str, int]:
+    a = OpenAIStream(include_usage=False)
+    out, signals = b"", []
+    steps: list[StreamStep] = [a.feed(p) for p in pieces] + [a.end()]
+    for s in steps:
+        out += s.out
+        if s.content or s.finished or s.done:
+            signals.append((s.content, s.finished, s.done))
+    return out, signals, "".join(a.text), a.usage.completion
+
+
+def splits(data: bytes) -> st.SearchStrategy[list[bytes]]:
+    cuts = st.lists(st.integers(0, len(data)), max_size=12).map(sorted)
+    return cuts.map(lambda c: [data[i:j] for i, j in zip([0, *c], [*c, len(data)], strict=True)])
+
+
+WHOLE = run([STREAM])
+
+
+@given(splits(STREAM))
+def test_any_split_relays_the_same_bytes_and_signals(pieces: list[bytes]) -> None:
+    out, signals, text, completion = run([p for p in pieces if p])
+    assert out == WHOLE[0]
+    assert text == WHOLE[2] == " t0 t1 t2 t3 t4 t5"
+    assert completion == WHOLE[3] == 6
+    assert any(c for c, _, _ in signals)
+    assert signals[-1][2]  # done
+
+
+def test_whole_events_are_relayed_as_the_same_bytes_minus_the_unasked_usage_chunk() -> None:
+    usage_event = b"data: " + EVENTS[-1] + b"\n\n"
+    assert WHOLE[0] == STREAM.replace(usage_event, b"")
+
+
+def test_crlf_streams_take_the_slow_path_and_give_the_same_events() -> None:
+    crlf = STREAM.replace(b"\n", b"\r\n")
+    out, _, text, _ = run([crlf])
+    assert out == WHOLE[0]
+    assert text == WHOLE[2]
