@@ -1,9 +1,11 @@
 """`llm-sidecar demo`: the real proxy in front of embedded fake providers on loopback.
 
 The fakes: `flaky`, an OpenAI-compatible primary that fails on a fixed schedule (429 with
-Retry-After, 503, a response slower than its timeout, a stream cut mid-answer, a 500), and
-`healthy`, an OpenAI-compatible secondary. The proxy is configured through the same environment
-mechanism as `serve` (the demo only supplies defaults; `SIDECAR_PORT` etc. still apply).
+Retry-After, 503, a response slower than its timeout, a stream cut mid-answer, a 500); `claude`,
+an Anthropic Messages secondary (kind `anthropic`, so every fallback to it is translated) that is
+overloaded (529) every other time; and `healthy`, an OpenAI-compatible third. The proxy is
+configured through the same environment mechanism as `serve` (the demo only supplies defaults;
+`SIDECAR_PORT` etc. still apply).
 """
 
 import asyncio
@@ -23,6 +25,8 @@ from sidecar.settings import ConfigError, load_config
 
 # What the flaky primary does with its n-th request, cycling.
 FLAKY_SCHEDULE = ("ok", "429", "ok", "503", "slow", "ok", "cut", "ok", "500", "ok")
+# The Anthropic fake is overloaded every other time, so that `healthy` gets traffic too.
+CLAUDE_SCHEDULE = ("ok", "529")
 _WORDS = ["The", "sidecar", "answered", "this", "request", "through", "its", "fallback", "chain."]
 
 
@@ -132,20 +136,93 @@ class FakeProvider:
         )
 
 
+class FakeClaude:
+    """An Anthropic Messages fake (`POST /v1/messages`) whose n-th request follows `schedule`."""
+
+    def __init__(self, schedule: tuple[str, ...] = ("ok",)) -> None:
+        self._plan: Iterator[str] = itertools.cycle(schedule)
+        self.app = web.Application()
+        self.app.router.add_post("/v1/messages", self._messages)
+        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+
+    async def start(self) -> str:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model", "claude-demo"))
+        if next(self._plan) == "529":
+            error = {"type": "overloaded_error", "message": "demo overloaded"}
+            return web.json_response({"type": "error", "error": error}, status=529)
+        if body.get("stream"):
+            return await self._stream(request, model)
+        text = {"type": "text", "text": " ".join(_WORDS)}
+        return web.json_response(_claude_message(model, [text], "end_turn", len(_WORDS)))
+
+    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        start = {"type": "message_start", "message": _claude_message(model, [], None, 1)}
+        await resp.write(_named("message_start", start))
+        block = {"type": "content_block_start", "index": 0, "content_block": _EMPTY_TEXT}
+        await resp.write(_named("content_block_start", block))
+        for i, word in enumerate(_WORDS):
+            await asyncio.sleep(0.02)
+            delta = {"type": "text_delta", "text": word if i == 0 else " " + word}
+            event = {"type": "content_block_delta", "index": 0, "delta": delta}
+            await resp.write(_named("content_block_delta", event))
+        await resp.write(_named("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        end = {"stop_reason": "end_turn", "stop_sequence": None}
+        usage = {"output_tokens": len(_WORDS)}
+        await resp.write(
+            _named("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
+        )
+        await resp.write(_named("message_stop", {"type": "message_stop"}))
+        return resp
+
+
+_EMPTY_TEXT = {"type": "text", "text": ""}
+
+
+def _claude_message(
+    model: str, content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": "msg_demo",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 7, "output_tokens": output_tokens},
+    }
+
+
+def _named(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
 def _error(status: int, code: str, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": {"message": f"demo {code}", "type": code, "param": None, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
 
-def demo_env(flaky_url: str, healthy_url: str) -> dict[str, str]:
+def demo_env(flaky_url: str, claude_url: str, healthy_url: str) -> dict[str, str]:
     return {
-        "SIDECAR_BACKENDS": "flaky,healthy",
+        "SIDECAR_BACKENDS": "flaky,claude,healthy",
         "SIDECAR_CIRCUIT_COOLDOWN_S": "3",
         "SIDECAR_LOG_LEVEL": "WARNING",
         "FLAKY_BASE_URL": flaky_url,
         "FLAKY_API_KEY": "sk-demo-flaky-key",
         "FLAKY_FIRST_TOKEN_TIMEOUT_S": "1.5",
         "FLAKY_RESPONSE_TIMEOUT_S": "1.5",
+        "CLAUDE_KIND": "anthropic",
+        "CLAUDE_BASE_URL": claude_url,
+        "CLAUDE_API_KEY": "sk-ant-demo-claude-key",
         "HEALTHY_BASE_URL": healthy_url,
         "HEALTHY_API_KEY": "sk-demo-healthy-key",
         "HEALTHY_PREFILL": "true",
@@ -164,7 +241,11 @@ async def _demo(traffic: bool, requests: int) -> int:
     from sidecar.logs import configure
     from sidecar.redact import Redactor
 
-    fakes = [FakeProvider("flaky", FLAKY_SCHEDULE), FakeProvider("healthy")]
+    fakes: list[FakeProvider | FakeClaude] = [
+        FakeProvider("flaky", FLAKY_SCHEDULE),
+        FakeClaude(CLAUDE_SCHEDULE),
+        FakeProvider("healthy"),
+    ]
     urls = [await f.start() for f in fakes]
     env = {**demo_env(*urls), **os.environ}
     try:
@@ -200,7 +281,8 @@ def _banner(url: str, admin: str, status: dict[str, Any]) -> str:
     assert isinstance(chains, dict)
     chain = " → ".join(chains.get("default", []))
     return f"""llm-sidecar demo
-  proxy  {url}/v1   (chain default: {chain}; `flaky` fails on a schedule)
+  proxy  {url}/v1   (chain default: {chain}; `flaky` fails on a schedule,
+         `claude` speaks Anthropic and is overloaded every other time)
   admin  {admin}/metrics  {admin}/status
 
 Try it:
@@ -208,7 +290,9 @@ Try it:
        -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]}}' -i
   curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \
        -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
-  (the README shows the same with the openai SDK)
+  curl -s {url}/v1/messages -H 'content-type: application/json' \\
+       -d '{{"model":"claude-demo","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}]}}'
+  (the README shows the same with the openai and anthropic SDKs)
 Ctrl-C stops it.
 """
 
@@ -237,6 +321,10 @@ async def _traffic(url: str, sidecar: Any, limit: int, banner: str) -> None:
         _print_table(sidecar, tally, banner)
 
 
+_CHAT = ("/v1/chat/completions", "data: [DONE]")
+_MESSAGES = ("/v1/messages", 'data: {"type":"message_stop"}')
+
+
 async def _worker(
     http: ClientSession, url: str, tally: _Tally, limit: int, stop: asyncio.Event
 ) -> None:
@@ -247,17 +335,20 @@ async def _worker(
             return
         tally.sent += 1
         stream = n % 3 == 0
+        # Every fourth request speaks Anthropic, to show translation both ways.
+        path, end = _MESSAGES if n % 4 == 2 else _CHAT
         body = {
             "model": "gpt-4o-mini",
+            "max_tokens": 64,
             "messages": [{"role": "user", "content": "hi"}],
             "stream": stream,
         }
         try:
-            async with http.post(f"{url}/v1/chat/completions", json=body) as r:
+            async with http.post(url + path, json=body) as r:
                 text = await r.text()
             if r.status != 200:
                 tally.errors += 1
-            elif stream and not text.rstrip().endswith("data: [DONE]"):
+            elif stream and not text.rstrip().endswith(end):
                 tally.cut += 1
             else:
                 tally.ok += 1
