@@ -7,7 +7,9 @@ streams still open then end with a terminal error event.
 """
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 import orjson
 from aiohttp import web
@@ -18,6 +20,7 @@ from sidecar import __version__
 from sidecar.backends import adapter_for
 from sidecar.chain import FallbackChain, Member
 from sidecar.circuit import Circuit, CircuitState
+from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.redact import Redactor
 from sidecar.routes import Proxy
@@ -29,7 +32,12 @@ _STREAM_ABORT_WAIT_S = 1.0
 
 
 class Sidecar:
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        log_stream: BinaryIO | None = None,
+    ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -50,7 +58,9 @@ class Sidecar:
             )
             for name, backends in config.chains.items()
         }
-        self.proxy = Proxy(config, self.chains, self.metrics)
+        stream = log_stream if log_stream is not None else sys.stderr.buffer
+        self.access_log = AccessLog(stream, s.log_level, s.log_format, self.redactor)
+        self.proxy = Proxy(config, self.chains, self.metrics, self.access_log)
         self.proxy_app = self._proxy_app()
         self.admin_app = self._admin_app()
         self._runners: list[web.AppRunner] = []
@@ -85,7 +95,10 @@ class Sidecar:
         return app
 
     async def _upstreams(self, app: web.Application) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(self.access_log.flusher())
         yield
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
         await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
 
     def _admin_app(self) -> web.Application:
@@ -179,5 +192,10 @@ class Sidecar:
         self._runners.clear()
 
 
-def create_app(config: Config, *, registry: CollectorRegistry | None = None) -> Sidecar:
-    return Sidecar(config, registry)
+def create_app(
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    log_stream: BinaryIO | None = None,
+) -> Sidecar:
+    return Sidecar(config, registry, log_stream)

@@ -109,6 +109,7 @@ class Metrics:
         self.build.labels(__version__).set(1)
         self._series: dict[tuple[str, str], BackendSeries] = {}
         self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
 
     def configure(self, chains: dict[str, list[tuple[str, str]]]) -> None:
         """Create every series of CONTRACT §11 at zero; `chains` maps chain → [(backend, kind)]."""
@@ -142,6 +143,13 @@ class Metrics:
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.requests.labels(route, chain, str(status))
+        return child
+
+    def request_duration(self, route: str, chain: str) -> Histogram:
+        key = (route, chain)
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = self.request_seconds.labels(route, chain)
         return child
 
     def chains(self) -> Iterable[str]:

@@ -31,9 +31,11 @@ SSE_HEADERS = {
 
 
 def reply(r: Reply, headers: Mapping[str, str]) -> web.Response:
-    resp = web.Response(body=r.body, status=r.status, headers={**r.headers, **headers})
-    resp.content_type = r.content_type
-    return resp
+    return web.Response(
+        body=r.body,
+        status=r.status,
+        headers={**r.headers, **headers, "Content-Type": r.content_type},
+    )
 
 
 @dataclass(slots=True)

@@ -1,3 +1,4 @@
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ class Running:
     registry: CollectorRegistry
     url: str
     admin: str
+    log: io.BytesIO
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        self.app.access_log.flush()
+        return [json.loads(line) for line in self.log.getvalue().splitlines()]
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -48,11 +54,12 @@ async def sidecar() -> AsyncIterator[SidecarFactory]:
 
     async def make(env: dict[str, str]) -> Running:
         full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
-        registry = CollectorRegistry()
-        app = create_app(load_config(full), registry=registry)
+        registry, log = CollectorRegistry(), io.BytesIO()
+        app = create_app(load_config(full), registry=registry, log_stream=log)
         started.append(app)
         proxy, admin = await app.start()
-        return Running(app, registry, f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}")
+        urls = f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}"
+        return Running(app, registry, *urls, log)
 
     yield make
     for app in started:

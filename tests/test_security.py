@@ -94,26 +94,36 @@ def test_log_formatter_redacts_configured_secrets_and_key_shaped_strings(
 
 
 async def test_one_json_log_line_per_request_with_attempts_and_no_bodies(
-    fake: FakeFactory,
-    sidecar: SidecarFactory,
-    http: aiohttp.ClientSession,
-    caplog: pytest.LogCaptureFixture,
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await fake(Script(status=503)), await fake()
     sc = await sidecar(chain_env(a, b))
-    with caplog.at_level(logging.INFO, logger="sidecar.access"):
-        await post(http, sc.url, chat(), headers={"x-request-id": "rid-1"})
-    records = [r for r in caplog.records if r.name == "sidecar.access"]
-    assert len(records) == 1
-    fields = records[0].fields  # type: ignore[attr-defined]
+    await post(http, sc.url, chat(), headers={"x-request-id": "rid-1"})
+    lines = sc.log_lines()
+    assert len(lines) == 1
+    fields = lines[0]
     assert fields["request_id"] == "rid-1"
     assert fields["route"] == "chat_completions"
     assert fields["chain"] == "default"
     assert fields["model"] == "gpt-test"
     assert fields["served_by"] == "b1"
     assert fields["status"] == 200
+    assert fields["level"] == "info"
+    assert fields["ts"].endswith("Z")
     assert [(x["backend"], x["class"], x["status"]) for x in fields["attempts"]] == [
         ("b0", "overloaded", 503),
         ("b1", None, 200),
     ]
     assert "hi" not in str(fields)
+
+
+async def test_access_log_is_off_above_info_and_redacted(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    quiet = await sidecar(chain_env(a, SIDECAR_LOG_LEVEL="WARNING"))
+    await post(http, quiet.url, chat())
+    assert quiet.log_lines() == []
+    loud = await sidecar(chain_env(a))
+    await post(http, loud.url, chat(model=CANARIES[0]))
+    assert CANARIES[0] not in loud.log.getvalue().decode()
