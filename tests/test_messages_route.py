@@ -408,3 +408,34 @@ async def test_bedrock_exception_after_commit_ends_an_anthropic_stream_with_an_e
     assert evs[-1][0] == "error"
     assert evs[-1][1]["error"]["type"] == "rate_limit_error"
     assert "message_stop" not in [n for n, _ in evs]
+
+
+async def test_broken_anthropic_stream_is_continued_on_an_openai_prefill_backend(
+    claude: FakeAnthropic, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    claude.script(AScript(text=LONG, end="cut", after=3))
+    gpt = await fake()
+    sc = await sidecar(chain(("claude", claude), ("gpt", gpt), GPT_PREFILL="true"))
+    r = await post(http, sc.url, message(stream=True), PATH)
+    evs = events(r.text)
+    names = [n for n, _ in evs]
+    assert text_of(evs) == "w0 w1 w2Hello from the fake."
+    assert names.count("message_start") == 1
+    assert names.count("content_block_start") == 1
+    assert names[-1] == "message_stop"
+    assert {d["index"] for n, d in evs if n == "content_block_delta"} == {0}
+    assert gpt.seen[0].json["messages"][-1] == {"role": "assistant", "content": "w0 w1 w2"}
+
+
+async def test_broken_openai_stream_is_continued_on_an_anthropic_prefill_backend(
+    claude: FakeAnthropic, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    gpt = await fake(OScript(text=LONG, end="cut", after=3))
+    sc = await sidecar(chain(("gpt", gpt), ("claude", claude), CLAUDE_PREFILL="true"))
+    r = await post(http, sc.url, message(stream=True), PATH)
+    evs = events(r.text)
+    names = [n for n, _ in evs]
+    assert text_of(evs) == "w0 w1 w2Hello from the fake Anthropic."
+    assert names.count("message_start") == 1
+    assert names.count("content_block_start") == 1
+    assert names[-1] == "message_stop"

@@ -168,13 +168,15 @@ def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:
 class AnthropicStream(StreamAdapter):
     """An Anthropic upstream stream relayed to an Anthropic caller, event by event."""
 
-    __slots__ = ("_decoder", "text", "text_only", "usage")
+    __slots__ = ("_decoder", "_reopened", "resume", "text", "text_only", "usage")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
         self.usage = Usage()
         self.text: list[str] = []
         self.text_only = True
+        self.resume = False
+        self._reopened = False
 
     def feed(self, data: Any) -> StreamStep:
         return self._events(self._decoder.feed(data))
@@ -195,11 +197,21 @@ class AnthropicStream(StreamAdapter):
                 step.error = (classify_error_event(obj), sse_event("error", ev.data.encode()))
                 break
             self._inspect(name, obj, step)
-            out.append(sse_event(name, ev.data.encode()))
+            if not (self.resume and self._opening(name)):
+                out.append(sse_event(name, ev.data.encode()))
             if step.done:
                 break
         step.out = b"".join(out)
         return step
+
+    def _opening(self, name: str) -> bool:
+        # A continuation goes on in the caller's open message and text block.
+        if name == "message_start":
+            return True
+        if name == "content_block_start" and not self._reopened:
+            self._reopened = True
+            return True
+        return False
 
     def _inspect(self, name: str, obj: dict[str, Any], step: StreamStep) -> None:
         match name:

@@ -102,6 +102,8 @@ class Sink(ABC):
 
     # The caller's terminator has been written: nothing more may follow.
     closed: bool = False
+    # A stream-recovery continuation: the caller's stream is open, its opening is not repeated.
+    resume: bool = False
 
     @abstractmethod
     def write(self, chunk: JSON) -> bytes: ...
@@ -119,6 +121,8 @@ class Sink(ABC):
 
 class OpenAISink(Sink):
     def write(self, chunk: JSON) -> bytes:
+        if self.resume and _role_only(chunk):
+            return b""
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def close(self) -> bytes:
@@ -134,6 +138,7 @@ class OpenAISink(Sink):
 class AnthropicSink(Sink):
     def __init__(self, *, model: str) -> None:
         self._tr = OpenAIToAnthropicStream(model=model)
+        self._reopened = False
 
     def write(self, chunk: JSON) -> bytes:
         return self._events(self._tr.feed(chunk))
@@ -142,10 +147,25 @@ class AnthropicSink(Sink):
         return self._events(self._tr.finish())
 
     def _events(self, events: list[tuple[str, JSON]]) -> bytes:
+        if self.resume and not self._reopened:
+            events = self._without_opening(events)
         out = [sse_event(name, orjson.dumps(data)) for name, data in events]
         if any(name == "message_stop" for name, _ in events):
             self.closed = True
         return b"".join(out)
+
+    def _without_opening(self, events: list[tuple[str, JSON]]) -> list[tuple[str, JSON]]:
+        # The caller already has message_start and an open text block: the continuation's
+        # text deltas go on in that block.
+        kept = []
+        for name, data in events:
+            if name == "message_start":
+                continue
+            if name == "content_block_start" and not self._reopened:
+                self._reopened = True
+                continue
+            kept.append((name, data))
+        return kept
 
     def error(self, e: InBandError) -> bytes:
         return sse_event("error", orjson.dumps(openai_error_to_anthropic(e.status, e.envelope)))
@@ -154,13 +174,22 @@ class AnthropicSink(Sink):
         return anthropic_error_event(anthropic_stream_error_type(error_type), message or error_type)
 
 
+def _role_only(chunk: JSON) -> bool:
+    choices = chunk.get("choices") or []
+    return bool(choices) and all(
+        not c.get("finish_reason")
+        and not any(v for k, v in (c.get("delta") or {}).items() if k != "role")
+        for c in choices
+    )
+
+
 def anthropic_stream_error_type(sidecar_class: str) -> str:
     # Anthropic error objects have a closed set of types; the sidecar's class is in the message.
     return "timeout_error" if sidecar_class == F.STREAM_TIMEOUT else "api_error"
 
 
 class PivotStream(StreamAdapter):
-    __slots__ = ("_sink", "_source", "text", "text_only", "usage")
+    __slots__ = ("_sink", "_source", "resume", "text", "text_only", "usage")
 
     def __init__(self, source: Source, sink: Sink) -> None:
         self._source = source
@@ -168,6 +197,7 @@ class PivotStream(StreamAdapter):
         self.usage = Usage()
         self.text: list[str] = []
         self.text_only = True
+        self.resume = False
 
     def feed(self, data: Any) -> StreamStep:
         return self._step(self._source.feed(data))
@@ -176,6 +206,7 @@ class PivotStream(StreamAdapter):
         return self._step(self._source.end())
 
     def _step(self, items: list[Item]) -> StreamStep:
+        self._sink.resume = self.resume
         step = StreamStep()
         out: list[bytes] = []
         for item in items:

@@ -8,6 +8,7 @@ import pytest
 from backends.kinds import ANTHROPIC_KEY, chain
 from conftest import FakeFactory, Running, SidecarFactory, chat, post, sse_data, streamed_text
 from fakes.anthropic_upstream import FakeAnthropic, Script, overloaded, rate_limited
+from fakes.openai_upstream import Script as OScript
 
 from sidecar.backends.anthropic import AnthropicSource, AnthropicStream
 from sidecar.backends.pivot import OpenAISink, PivotStream
@@ -254,3 +255,19 @@ def test_message_start_and_ping_are_not_content_but_a_text_delta_is() -> None:
     assert delta.content
     assert adapter.text == ["hi"]
     assert adapter.usage.prompt == 5
+
+
+async def test_broken_openai_stream_is_continued_on_an_anthropic_prefill_backend(
+    claude: FakeAnthropic, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    gpt = await fake(OScript(text=LONG, end="cut", after=3))
+    sc = await sidecar(chain(("gpt", gpt), ("claude", claude), CLAUDE_PREFILL="true"))
+    r = await post(http, sc.url, chat(stream=True))
+    events = sse_data(r.text)
+    assert streamed_text(r.text) == "w0 w1 w2Hello from the fake Anthropic."
+    roles = [e for e in events if isinstance(e, dict) and e["choices"][0]["delta"].get("role")]
+    assert len(roles) == 1
+    assert events.count("[DONE]") == 1
+    assert claude.seen[0].json["messages"][-1] == {"role": "assistant", "content": "w0 w1 w2"}
+    labels = {"chain": "default", "backend": "claude", "outcome": "success"}
+    assert sc.metric("llm_sidecar_stream_recoveries_total", **labels) == 1
