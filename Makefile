@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/llm-sidecar demo --traffic
+	$(BIN)/llm-sidecar demo --traffic $(DEMO_ARGS)
 
 test: $(STAMP)
 	scripts/ensure-tools
@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix sidecar tests bench
 
 bench: $(STAMP)
-	@echo "bench: not implemented yet (issue 6)"; exit 1
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache
