@@ -252,7 +252,7 @@ class AnthropicStream(StreamAdapter):
         return anthropic_error_event("api_error", "upstream sent a malformed stream event")
 
     def terminal_error(self, message: str, error_type: str) -> bytes:
-        return anthropic_error_event(anthropic_stream_error_type(error_type), message)
+        return anthropic_error_event(anthropic_stream_error_type(error_type), message or error_type)
 
     def terminator(self) -> bytes:
         return _MESSAGE_STOP

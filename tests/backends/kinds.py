@@ -1,7 +1,4 @@
-"""Backends of every kind at loopback fakes: env builders and fake lifetimes for the tests."""
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+"""Backends of every kind at loopback fakes: the env that configures them, for the tests."""
 
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
@@ -40,14 +37,3 @@ def chain(*members: tuple[str, Fake], **extra: str) -> dict[str, str]:
         env.update(backend_env(name, fake))
     env.update(extra)
     return env
-
-
-@asynccontextmanager
-async def running(*fakes: Fake) -> AsyncIterator[None]:
-    for f in fakes:
-        await f.start()
-    try:
-        yield
-    finally:
-        for f in fakes:
-            await f.stop()
