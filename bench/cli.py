@@ -123,10 +123,13 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
         "streams chunk by chunk; no parsing, metrics, logging or fallback.",
         f"- {slot}.",
         f"- Load: Debian `wrk -t1` with `bench/wrk.lua`, {plan.duration_s} s per measurement after "
-        f"a {plan.warmup_s} s warm-up per process. Every answer is checked in Lua: status 200, and "
-        "for streams all 50 `chat.completion.chunk` events, the last content token, `data: [DONE]` "
-        "and no error event. Before anything is measured the checker must pass the intact stream "
-        "and fail a stream cut in half.",
+        f"a {plan.warmup_s} s warm-up per process. Every answer is checked in Lua: status 200, the "
+        "upstream's content, and for streams every content token in order, exactly 50 "
+        "`chat.completion.chunk` events, `data: [DONE]` last and no error event. Before anything "
+        "is measured the checker must pass the intact stream and fail one cut in half and one "
+        "missing a chunk. "
+        "Sidecar answers must also carry the `x-sidecar-backend` and `x-sidecar-attempts` the "
+        "scenario should produce (primary/1; fallback closed: secondary/2; open: secondary/1).",
         f"- Added latency: one connection with {PACED_DELAY_MS} ms of think time (about 50 req/s, "
         f"wrk's `delay()`), {plan.paced_s} s per target per run in {PACED_SLICE_S} s slices that "
         "rotate between the upstream directly, the relay and the sidecar; percentiles come from "

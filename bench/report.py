@@ -62,6 +62,8 @@ ROWS = [
     ),
     Row("Stream latency p50, 16 conns (ms)", "stream16_p50", "{:.2f}"),
     Row("Stream latency p99, 16 conns (ms)", "stream16_p99", "{:.2f}"),
+    Row("Latency p50 at ~50 req/s, as measured (ms)", "paced_p50", "{:.3f}"),
+    Row("Latency p99 at ~50 req/s, as measured (ms)", "paced_p99", "{:.3f}"),
     Row(
         "Added latency p50 at ~50 req/s (ms)",
         "added_p50",
@@ -230,11 +232,12 @@ def _memory_rows(results: Results) -> list[str]:
 
 def _integrity(results: Results) -> list[str]:
     lines = [
-        "| scenario | proxy | responses checked | bad (not 200 or not intact) | socket errors |",
-        "|---|---|---:|---:|---:|",
+        "| scenario | proxy | responses checked | bad (not 200 or not intact) | socket errors "
+        "| served off the expected path |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for (label, scenario), tally in sorted(results.tallies.items(), key=lambda i: i[0][::-1]):
-        counts = f"{tally.checked:,} | {tally.bad:,} | {tally.socket_errors:,}"
+        counts = f"{tally.checked:,} | {tally.bad:,} | {tally.socket_errors:,} | {tally.offpath:,}"
         lines.append(f"| {scenario} | {label} | {counts} |")
     lines += ["", "| memory wave | proxy | streams | bad | seconds |", "|---|---|---:|---:|---:|"]
     for label, waves in results.waves.items():
@@ -253,6 +256,12 @@ def _warnings(results: Results) -> list[str]:
     failed += sum(w.bad for waves in results.waves.values() for w in waves)
     if failed:
         warnings.append(f"**{failed:,} answers failed the check** (see the table above).")
+    offpath = sum(t.offpath for t in results.tallies.values())
+    if offpath:
+        warnings.append(
+            f"**{offpath:,} answers came from an unexpected path** (`x-sidecar-backend` or "
+            "`x-sidecar-attempts` not what the scenario should produce)."
+        )
     for key in ("json16_rps", "stream16_rps"):
         direct, relay = median(results, DIRECT, key), median(results, RELAY, key)
         if direct and relay and direct < 3 * relay:

@@ -70,6 +70,7 @@ class Tally:
     checked: int = 0
     bad: int = 0
     socket_errors: int = 0
+    offpath: int = 0
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Results:
         tally.checked += result.checked
         tally.bad += result.bad
         tally.socket_errors += result.socket_errors
+        tally.offpath += result.offpath
 
 
 @dataclass
@@ -108,6 +110,8 @@ class Proxy:
     proc: Proc
     url: str
     admin_url: str | None = None
+    # response headers that prove which path served a request, for wrk.lua's BENCH_EXPECT
+    expect: str = ""
 
 
 @dataclass
@@ -196,7 +200,11 @@ class Bench:
         return Proxy(RELAY, proc, f"http://127.0.0.1:{port}")
 
     async def _start_sidecar(
-        self, name: str, primary_path: str, extra: Mapping[str, str] | None = None
+        self,
+        name: str,
+        primary_path: str,
+        extra: Mapping[str, str] | None = None,
+        expect: str = "x-sidecar-backend=primary,x-sidecar-attempts=1",
     ) -> Proxy:
         """primary_path "" is the healthy upstream; "/fail" adds a healthy secondary behind it."""
         if self.stand_in:
@@ -212,7 +220,8 @@ class Bench:
         env = self._sidecar_env(port, admin, backends) | dict(extra or {})
         argv = [self.python, "-m", "sidecar", "serve"]
         proc = self._spawn(name, argv, self.cores.proxy, env=env)
-        return Proxy(SIDECAR, proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}")
+        urls = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+        return Proxy(SIDECAR, proc, *urls, expect=expect)
 
     async def _first_answer(self, proc: Proc, url: str, deadline_s: float = 20.0) -> float:
         """Seconds from spawn to the first 200 on url."""
@@ -261,7 +270,13 @@ class Bench:
     # measurements
 
     async def _wrk(
-        self, url: str, mode: str, connections: int, seconds: int, delay_ms: float = 0
+        self,
+        url: str,
+        mode: str,
+        connections: int,
+        seconds: int,
+        delay_ms: float = 0,
+        expect: str = "",
     ) -> wrk.WrkResult:
         return await wrk.run(
             self.wrk_path,
@@ -272,13 +287,16 @@ class Bench:
             cpus=self.cores.load,
             delay_ms=delay_ms,
             histogram=delay_ms > 0,
+            expect=expect,
         )
 
     async def _measure(
         self, proxy: Proxy, scenario: str, mode: str, connections: int, seconds: int
     ) -> wrk.WrkResult:
         before = cpu_seconds(proxy.proc.pid)
-        result = await self._wrk(proxy.url + CHAT_PATH, mode, connections, seconds)
+        result = await self._wrk(
+            proxy.url + CHAT_PATH, mode, connections, seconds, expect=proxy.expect
+        )
         used = cpu_seconds(proxy.proc.pid) - before
         self.results.count(proxy.label, scenario, result)
         if result.requests:
@@ -290,12 +308,15 @@ class Bench:
         return result
 
     async def _check_the_checker(self) -> None:
-        """The stream check must pass an intact stream and fail a cut one, before it judges."""
+        """The stream check must pass an intact stream and fail broken ones, before it judges."""
         url = self.upstream_root
         intact = await self._wrk(url + CHAT_PATH, "stream", 16, 1)
-        cut = await self._wrk(url + "/cut" + CHAT_PATH, "stream", 16, 1)
-        if intact.failures or not intact.checked or cut.bad != cut.checked or not cut.checked:
-            raise BenchError(f"the stream checker is broken: intact {intact}, cut {cut}")
+        if intact.failures or not intact.checked:
+            raise BenchError(f"the stream checker fails an intact stream: {intact}")
+        for broken in ("/cut", "/gap"):
+            result = await self._wrk(url + broken + CHAT_PATH, "stream", 16, 1)
+            if not result.checked or result.bad != result.checked:
+                raise BenchError(f"the stream checker passes {broken} streams: {result}")
         plain = await self._wrk(url + CHAT_PATH, "json", 16, 1)
         self.results.add(DIRECT, "stream16_rps", intact.rps)
         self.results.add(DIRECT, "json16_rps", plain.rps)
@@ -330,8 +351,11 @@ class Bench:
         for proxy in pair:
             self.results.add(proxy.label, "rss_peak_kib", memory_kib(proxy.proc.pid)[1])
             self._stop(proxy.proc)
-        await self._fallback("fallback_closed", {"SIDECAR_CIRCUIT_FAILURES": _NEVER_OPENS})
-        await self._fallback("fallback_open", {})
+        # closed: every request tries the primary, then the secondary; open: the primary is
+        # skipped, which is not an attempt (CONTRACT §11)
+        closed = {"SIDECAR_CIRCUIT_FAILURES": _NEVER_OPENS}
+        await self._fallback("fallback_closed", closed, "2")
+        await self._fallback("fallback_open", {}, "1")
 
     async def _paced(self, pair: list[Proxy]) -> None:
         targets = [(DIRECT, self.upstream_root), *((p.label, p.url) for p in pair)]
@@ -346,14 +370,17 @@ class Bench:
                 pooled[label].update(result.histogram)
         direct = pooled.pop(DIRECT)
         for label, histogram in pooled.items():
+            for p in (50, 99):
+                self.results.add(label, f"paced_p{p}", wrk.percentile_ms(histogram, p))
             for p in (50, 90, 99):
                 added = wrk.percentile_ms(histogram, p) - wrk.percentile_ms(direct, p)
                 self.results.add(label, f"added_p{p}", added)
         for p in (50, 99):
             self.results.add(DIRECT, f"paced_p{p}", wrk.percentile_ms(direct, p))
 
-    async def _fallback(self, scenario: str, extra: Mapping[str, str]) -> None:
-        proxy = await self._start_sidecar(scenario, "/fail", extra)
+    async def _fallback(self, scenario: str, extra: Mapping[str, str], attempts: str) -> None:
+        expect = f"x-sidecar-backend=secondary,x-sidecar-attempts={attempts}"
+        proxy = await self._start_sidecar(scenario, "/fail", extra, expect)
         await self._ready(proxy)
         # the warm-up is also what opens the circuit in the "open" scenario
         await self._wrk(proxy.url + CHAT_PATH, "json", 16, self.plan.warmup_s)

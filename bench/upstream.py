@@ -8,6 +8,7 @@ proxies under test, or the bench would measure the upstream. Paths:
                               chunk per --drip-ms (the memory check)
   /fail/v1/chat/completions   always 503 (the primary of the fallback scenarios)
   /cut/v1/chat/completions    half a stream, cleanly framed (to check the checker)
+  /gap/v1/chat/completions    a whole stream but for one chunk in the middle (likewise)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ _SSE_HEAD = (
 )
 _STREAM_RESPONSE = _SSE_HEAD + b"".join(_EVENTS) + _DONE
 _CUT_RESPONSE = _SSE_HEAD + b"".join(_EVENTS[: STREAM_CHUNKS // 2]) + b"0\r\n\r\n"
+_GAP_RESPONSE = _SSE_HEAD + b"".join(_EVENTS[:20] + _EVENTS[21:]) + _DONE
 
 
 def _fixed(status: bytes, body: bytes) -> bytes:
@@ -181,6 +183,8 @@ class UpstreamProtocol(asyncio.Protocol):
                 transport.write(_JSON_RESPONSE)
         elif path == b"/cut/v1/chat/completions":
             transport.write(_CUT_RESPONSE)
+        elif path == b"/gap/v1/chat/completions":
+            transport.write(_GAP_RESPONSE)
         elif path == b"/fail/v1/chat/completions":
             transport.write(_FAIL_RESPONSE)
         else:

@@ -2,12 +2,18 @@
 --   BENCH_MODE      json | stream    (request body, and what counts as an intact answer)
 --   BENCH_DELAY_MS  think time per connection before each request (the paced latency run)
 --   BENCH_CHUNKS    chat.completion.chunk events a stream must carry (default 50)
+--   BENCH_EXPECT    "x-sidecar-backend=secondary,x-sidecar-attempts=2": response headers that show
+--                   which path served the request; a mismatch counts as "offpath", not as bad
 --   BENCH_HISTOGRAM 1: also print every latency sample, as "BENCH_HIST us:count,..."
 -- done() prints one line "BENCH_RESULT {json}" that bench/wrk.py parses.
 
 local mode = os.getenv("BENCH_MODE") or "json"
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local chunks = tonumber(os.getenv("BENCH_CHUNKS") or "50")
+local expect = {}
+for name, value in string.gmatch(os.getenv("BENCH_EXPECT") or "", "([^=,]+)=([^,]+)") do
+  expect[string.lower(name)] = value
+end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -26,6 +32,7 @@ end
 function init(args)
   bad = 0
   checked = 0
+  offpath = 0
 end
 
 if delay_ms > 0 then
@@ -35,19 +42,33 @@ if delay_ms > 0 then
 end
 
 local function intact_stream(body)
-  -- a plain find loop: several times cheaper than gsub, and wrk shares its core with the upstream
-  local n, pos = 0, 1
-  while true do
-    local s, e = string.find(body, "chat.completion.chunk", pos, true)
-    if not s then break end
-    n = n + 1
+  -- every content token, in order, then [DONE]; and exactly the expected number of chunks
+  local pos = 1
+  for i = 0, chunks - 2 do
+    local _, e = string.find(body, '"w' .. i .. ' "', pos, true)
+    if not e then return false end
     pos = e + 1
   end
-  if n ~= chunks then return false end
-  if not string.find(body, "data: [DONE]", 1, true) then return false end
-  -- the last content token must be there, and no terminal error event
-  if not string.find(body, "w" .. (chunks - 2) .. " ", 1, true) then return false end
-  return not string.find(body, '"error"', 1, true)
+  if not string.find(body, "data: [DONE]", pos, true) then return false end
+  local n, at = 0, 1
+  while true do
+    local _, e = string.find(body, "chat.completion.chunk", at, true)
+    if not e then break end
+    n = n + 1
+    at = e + 1
+  end
+  return n == chunks and not string.find(body, '"error"', 1, true)
+end
+
+local function on_path(headers)
+  for name, want in pairs(expect) do
+    local got
+    for k, v in pairs(headers) do
+      if string.lower(k) == name then got = v end
+    end
+    if got ~= want then return false end
+  end
+  return true
 end
 
 local function intact_json(body)
@@ -60,20 +81,22 @@ function response(status, headers, body)
   local ok
   if mode == "stream" then ok = intact_stream(body) else ok = intact_json(body) end
   if status ~= 200 or not ok then bad = bad + 1 end
+  if next(expect) and not on_path(headers) then offpath = offpath + 1 end
 end
 
 function done(summary, latency, requests)
-  local total_bad, total_checked = 0, 0
+  local total_bad, total_checked, total_offpath = 0, 0, 0
   for _, t in ipairs(threads) do
     total_bad = total_bad + (t:get("bad") or 0)
     total_checked = total_checked + (t:get("checked") or 0)
+    total_offpath = total_offpath + (t:get("offpath") or 0)
   end
   local e = summary.errors
   io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bad":%d,"checked":%d,'
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bad":%d,"checked":%d,"offpath":%d,'
       .. '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,'
       .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%f}\n',
-    summary.requests, summary.duration, total_bad, total_checked,
+    summary.requests, summary.duration, total_bad, total_checked, total_offpath,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
   if os.getenv("BENCH_HISTOGRAM") == "1" then

@@ -24,6 +24,8 @@ class WrkResult:
     duration_s: float
     checked: int
     bad: int
+    # answered well, but not by the path expected (BENCH_EXPECT headers)
+    offpath: int
     socket_errors: int
     p50_ms: float
     p90_ms: float
@@ -90,6 +92,7 @@ def parse(stdout: str) -> WrkResult:
         duration_s=raw["duration_us"] / 1e6,
         checked=raw["checked"],
         bad=raw["bad"],
+        offpath=raw["offpath"],
         socket_errors=socket_errors,
         p50_ms=raw["p50_us"] / 1000,
         p90_ms=raw["p90_us"] / 1000,
@@ -108,12 +111,14 @@ async def run(
     cpus: Sequence[int] | None,
     delay_ms: float = 0,
     histogram: bool = False,
+    expect: str = "",
 ) -> WrkResult:
     env = {
         **os.environ,
         "BENCH_MODE": mode,
         "BENCH_DELAY_MS": str(delay_ms),
         "BENCH_HISTOGRAM": "1" if histogram else "0",
+        "BENCH_EXPECT": expect,
     }
     argv = [
         wrk,
