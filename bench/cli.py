@@ -42,6 +42,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--python", default=sys.executable, help="interpreter that runs the sidecar and relay"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 3 when a figure is over its issue-6 budget"
+    )
     return parser.parse_args(argv)
 
 
@@ -184,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- Command: `{command}` (took {elapsed:.0f} s; process logs in `{log_dir}`).",
         *machine,
     ]
-    text = report.render(results, header, _method(plan, args.stand_in))
+    text, over = report.render(results, header, _method(plan, args.stand_in))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     # every single measurement, for whoever doubts a median
     raw = orjson.dumps(results.raw(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     args.output.with_suffix(".json").write_bytes(raw)
     print(text)
-    return 0
+    return 3 if args.strict and over else 0

@@ -133,7 +133,7 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def _status(ok: bool | None) -> str:
-    return {None: "", True: "ok", False: "**over budget**"}[ok]
+    return {None: "", True: "ok", False: OVER}[ok]
 
 
 def _scaled(value: float | None, scale: float) -> float | None:
@@ -272,7 +272,11 @@ def _warnings(results: Results) -> list[str]:
     return warnings
 
 
-def render(results: Results, header: list[str], method: list[str]) -> str:
+OVER = "**over budget**"
+
+
+def render(results: Results, header: list[str], method: list[str]) -> tuple[str, list[str]]:
+    """The report, and the figures over their issue-6 budget."""
     table = [
         "| figure (median of runs) | relay | llm-sidecar | sidecar ÷ relay | single runs | target "
         "| |",
@@ -291,11 +295,17 @@ def render(results: Results, header: list[str], method: list[str]) -> str:
         "the floor that the added latencies are measured from."
     )
     notes = [f"- {note}" for note in [*_warnings(results), *results.notes]]
-    return "\n".join(
+    over = [line.split(" | ")[0].removeprefix("| ") for line in table if line.endswith(f"{OVER} |")]
+    verdict = (
+        f"Over budget: {'; '.join(over)}." if over else "Every figure with a target is in budget."
+    )
+    text = "\n".join(
         [
             *header,
             "",
             *table,
+            "",
+            verdict,
             "",
             ceiling,
             "",
@@ -310,3 +320,4 @@ def render(results: Results, header: list[str], method: list[str]) -> str:
             "",
         ]
     )
+    return text, over
