@@ -439,7 +439,8 @@ class FallbackChain:
 
 def _with_prefill(call: Call, text: str) -> Call:
     assert call.body is not None
-    messages = [*call.body["messages"], {"role": "assistant", "content": text}]
+    # Anthropic rejects a prefill that ends in whitespace; every backend accepts it stripped.
+    messages = [*call.body["messages"], {"role": "assistant", "content": text.rstrip()}]
     body = {**call.body, "messages": messages, "stream": True}
     return replace(call, body=body, raw=orjson.dumps(body), stream=True)
 

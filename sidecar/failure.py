@@ -15,6 +15,9 @@ Rules (CONTRACT §5, §11), in the order they are applied to an upstream answer:
     400 + context_length_exceeded, or Anthropic      context_length
       invalid_request_error "prompt is too long"
     401, 403                                         auth
+    408 (the upstream timed out; Bedrock             timeout
+      ModelTimeoutException)
+    424 + Bedrock ModelErrorException                server_error
     503, 529                                         overloaded
     other 5xx                                        server_error
     other 4xx                                        client_error
@@ -89,6 +92,7 @@ ERROR_CODES: dict[str, FailureClass] = {
     "permission_error": F.AUTH,
     "accessdeniedexception": F.AUTH,
     "validationexception": F.CLIENT_ERROR,
+    "modelerrorexception": F.SERVER_ERROR,
 }
 
 # Statuses whose meaning a provider code may refine; elsewhere the status alone decides.
@@ -96,6 +100,7 @@ _REFINES: dict[int, frozenset[FailureClass]] = {
     400: frozenset({F.CONTEXT_LENGTH, F.QUOTA_EXHAUSTED}),
     402: frozenset({F.QUOTA_EXHAUSTED}),
     403: frozenset({F.QUOTA_EXHAUSTED}),
+    424: frozenset({F.SERVER_ERROR}),
     429: frozenset({F.QUOTA_EXHAUSTED}),
 }
 
@@ -121,6 +126,8 @@ def _by_status(status: int) -> FailureClass:
         return F.RATE_LIMITED
     if status in (401, 403):
         return F.AUTH
+    if status == 408:
+        return F.TIMEOUT
     if status in (503, 529):
         return F.OVERLOADED
     if status >= 500:

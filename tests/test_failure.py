@@ -40,6 +40,13 @@ def err(**error: str) -> bytes:
         (402, b"", F.CLIENT_ERROR),
         (403, b"", F.AUTH),
         (404, b"", F.CLIENT_ERROR),
+        (408, b"", F.TIMEOUT),
+        (
+            424,
+            orjson.dumps({"message": "model failed", "__type": "ModelErrorException"}),
+            F.SERVER_ERROR,
+        ),
+        (424, b"", F.CLIENT_ERROR),
         (422, b"", F.CLIENT_ERROR),
         (429, b"", F.RATE_LIMITED),
         (429, err(code="insufficient_quota", type="insufficient_quota"), F.QUOTA_EXHAUSTED),
