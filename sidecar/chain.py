@@ -25,15 +25,16 @@ from sidecar.backends.base import (
     UpstreamRequest,
     Usage,
 )
-from sidecar.call import Call
+from sidecar.call import Call, Route
 from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.dialects.caller import error_body
+from sidecar.dialects.passthrough import PassthroughStream
 from sidecar.failure import RETRYABLE, FailureClass, classify_status
 from sidecar.metrics import BackendSeries, Metrics
 from sidecar.redact import Redactor
 from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, GlobalSettings
-from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
+from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse, passthrough_headers
 
 F = FailureClass
 
@@ -91,6 +92,7 @@ class Committed:
     redact: Callable[[bytes], bytes]
     chain: "FallbackChain"
     call: Call
+    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -282,10 +284,11 @@ class FallbackChain:
         resp: UpstreamResponse,
         start: float,
     ) -> Failure | None:
+        passthrough = call.route is Route.PASSTHROUGH
         try:
             if not 200 <= resp.status < 300:
                 return await self._error(m, call, resp)
-            if call.stream:
+            if call.stream or (passthrough and resp.content_type == "text/event-stream"):
                 return await self._until_commit(out, m, series, call, resp, start)
             body = await resp.read()
         finally:
@@ -295,8 +298,13 @@ class FallbackChain:
             answer = m.adapter.answer(call, body)
         except InvalidResponse as e:
             return Failure(F.INVALID_RESPONSE, str(e), status=resp.status)
-        headers = m.adapter.response_headers(resp.headers)
-        out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
+        if passthrough:
+            headers = passthrough_headers(resp.headers)
+            content_type = headers.pop("content-type", None) or resp.content_type
+            out.reply = Reply(resp.status, answer.body, headers, content_type)
+        else:
+            headers = m.adapter.response_headers(resp.headers)
+            out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
         out.usage = answer.usage
         series.prompt_tokens.inc(answer.usage.prompt)
         series.completion_tokens.inc(answer.usage.completion)
@@ -328,7 +336,8 @@ class FallbackChain:
         resp: UpstreamResponse,
         start: float,
     ) -> Failure | None:
-        adapter = m.adapter.stream(call)
+        passthrough = call.route is Route.PASSTHROUGH
+        adapter = PassthroughStream() if passthrough else m.adapter.stream(call)
         adapter.resume = out.resume
         head: list[bytes] = []
         while True:
@@ -346,8 +355,13 @@ class FallbackChain:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")
         series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
         step.out = b"".join(head)
+        headers = (
+            passthrough_headers(resp.headers)
+            if passthrough
+            else m.adapter.response_headers(resp.headers)
+        )
         out.stream = Committed(
-            m, series, resp, adapter, step.out, step, start, self._redact, self, call
+            m, series, resp, adapter, step.out, step, start, self._redact, self, call, headers
         )
         return None
 

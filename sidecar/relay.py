@@ -23,10 +23,11 @@ from sidecar.upstream import UpstreamError
 
 F = FailureClass
 
+# Lower-case names throughout, so that a merge replaces rather than doubles a header.
 SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
 }
 
 
@@ -34,7 +35,7 @@ def reply(r: Reply, headers: Mapping[str, str]) -> web.Response:
     return web.Response(
         body=r.body,
         status=r.status,
-        headers={**r.headers, **headers, "Content-Type": r.content_type},
+        headers={**r.headers, **headers, "content-type": r.content_type},
     )
 
 
@@ -65,7 +66,7 @@ class StreamRelay:
         self, request: web.Request, headers: Mapping[str, str], idle_timeout: float
     ) -> web.StreamResponse:
         c = self.c
-        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **c.headers, **headers})
         try:
             await resp.prepare(request)
             broken = await self._relay(resp, c, idle_timeout)

@@ -34,6 +34,16 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Pass-through answers keep the upstream's headers but for these (ours replace them, or they are
+# the upstream's business: cookies are credentials).
+_NOT_RELAYED = HOP_BY_HOP | {"set-cookie", "x-request-id", "date", "server"}
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-case names, so that merging with the sidecar's own headers never doubles one."""
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in _NOT_RELAYED}
+
+
 class UpstreamError(Exception):
     def __init__(self, cls: FailureClass, detail: str) -> None:
         super().__init__(detail)

@@ -293,3 +293,38 @@ async def test_upstream_redirects_are_not_followed(
     r = await post(http, sc.url, chat())
     assert r.status == 502
     assert target.seen == []
+
+
+async def test_passthrough_keeps_the_upstream_content_type_and_headers(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(
+        Script(
+            body=b"\x89PNG...",
+            headers={"Content-Type": "image/png", "X-Thing": "1", "Set-Cookie": "s=1"},
+        )
+    )
+    sc = await sidecar(chain_env(a))
+    async with http.get(sc.url + "/v1/files/f-1/content") as r:
+        assert r.status == 200
+        assert await r.read() == b"\x89PNG..."
+        assert r.headers["content-type"] == "image/png"
+        assert r.headers.getall("content-type") == ["image/png"]
+        assert r.headers["x-thing"] == "1"
+        assert "set-cookie" not in r.headers
+    assert a.seen[0].path == "/v1/files/f-1/content"
+
+
+async def test_passthrough_event_streams_are_relayed_as_they_arrive(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    events = (
+        b"event: response.created\ndata: {}\n\n"
+        b'event: response.output_text.delta\ndata: {"delta":"hi"}\n\n'
+        b"event: response.completed\ndata: {}\n\n"
+    )
+    a = await fake(Script(body=events, headers={"Content-Type": "text/event-stream"}))
+    sc = await sidecar(chain_env(a))
+    async with http.post(sc.url + "/v1/responses", json={"model": "m", "stream": True}) as r:
+        assert r.headers.getall("content-type") == ["text/event-stream"]
+        assert await r.read() == events
