@@ -56,6 +56,8 @@ def _serve() -> int:
     from sidecar.redact import Redactor
 
     configure(config.settings.log_level, config.settings.log_format, Redactor(config.secrets()))
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
     try:
         import uvloop
 
@@ -113,6 +115,7 @@ def describe(config: Config) -> dict[str, Any]:
         "settings": settings,
         "chains": {c: [b.name for b in bs] for c, bs in config.chains.items()},
         "backends": {name: _backend(b) for name, b in config.backends.items()},
+        "warnings": config.warnings,
     }
 
 

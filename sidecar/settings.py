@@ -140,6 +140,7 @@ class Config:
     settings: GlobalSettings
     chains: Mapping[str, tuple[Backend, ...]]
     backends: Mapping[str, Backend] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def secrets(self) -> list[str]:
         found = [self.settings.auth_token] if self.settings.auth_token else []
@@ -156,12 +157,32 @@ def default_prefix(name: str) -> str:
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     settings = _load(GlobalSettings, "SIDECAR_", env)
+    if settings.circuit_max_cooldown_s < settings.circuit_cooldown_s:
+        raise ConfigError(
+            "SIDECAR_CIRCUIT_MAX_COOLDOWN_S", "must be at least SIDECAR_CIRCUIT_COOLDOWN_S"
+        )
     specs = _chain_specs(settings, env)
     backends: dict[str, Backend] = {}
     chains: dict[str, tuple[Backend, ...]] = {}
     for chain, items in specs.items():
         chains[chain] = tuple(_backend(name, prefix, backends, env) for name, prefix in items)
-    return Config(settings=settings, chains=chains, backends=backends)
+    return Config(
+        settings=settings, chains=chains, backends=backends, warnings=_unknown(env, backends)
+    )
+
+
+def _unknown(env: Mapping[str, str], backends: Mapping[str, Backend]) -> list[str]:
+    """Variables that carry a backend's prefix but name no setting: most likely typos."""
+    known = {f.upper() for f in BackendSettings.model_fields}
+    prefixes = {b.prefix.upper() for b in backends.values()}
+    return sorted(
+        f"{var}: not a setting of backend prefix {prefix} (a typo?)"
+        for var in env
+        for prefix in prefixes
+        if var.startswith(prefix)
+        and var[len(prefix) :] not in known
+        and not any(var.startswith(p) and len(p) > len(prefix) for p in prefixes)
+    )
 
 
 def _chain_specs(
@@ -243,12 +264,12 @@ def _backend(name: str, prefix: str, known: dict[str, Backend], env: Mapping[str
         model_map=_model_map(prefix, s.model_map),
         headers=_headers(prefix, s.headers),
     )
-    _check_backend(backend)
+    _check_backend(backend, env)
     known[name] = backend
     return backend
 
 
-def _check_backend(b: Backend) -> None:
+def _check_backend(b: Backend, env: Mapping[str, str]) -> None:
     s, p = b.settings, b.prefix
     if s.base_url is not None:
         _check_url(f"{p}BASE_URL", s.base_url)
@@ -260,6 +281,9 @@ def _check_backend(b: Backend) -> None:
         raise ConfigError(f"{p}DEPLOYMENT", "required for kind azure when API_VERSION is set")
     if s.kind in ("azure", "anthropic") and not s.api_key:
         raise ConfigError(f"{p}API_KEY", f"required for kind {s.kind}")
+    if s.kind == "bedrock" and not (s.region or s.endpoint_url or s.aws_profile):
+        if not any(v in env for v in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")):
+            raise ConfigError(f"{p}REGION", "required for kind bedrock (or AWS_REGION)")
     if s.kind == "openai" and not s.api_key and b.base_url == DEFAULT_BASE_URLS["openai"]:
         raise ConfigError(
             f"{p}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"

@@ -104,6 +104,12 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
             "required",
         ),
         ({"SIDECAR_BACKENDS": "c", "C_KIND": "anthropic"}, "C_API_KEY", "required"),
+        ({"SIDECAR_BACKENDS": "br", "BR_KIND": "bedrock"}, "BR_REGION", "required"),
+        (
+            {**BASE, "SIDECAR_CIRCUIT_COOLDOWN_S": "60", "SIDECAR_CIRCUIT_MAX_COOLDOWN_S": "30"},
+            "SIDECAR_CIRCUIT_MAX_COOLDOWN_S",
+            "at least",
+        ),
         (
             {"SIDECAR_BACKENDS": "p,p=OTHER_", "P_API_KEY": "k", "OTHER_API_KEY": "k"},
             "OTHER_*",
@@ -155,3 +161,15 @@ def test_zero_is_allowed_for_shutdown_delay_and_retry_after_wait() -> None:
         {**BASE, "SIDECAR_SHUTDOWN_DELAY_S": "0", "SIDECAR_RETRY_AFTER_WAIT_MAX_S": "0"}
     ).settings
     assert s.shutdown_delay_s == 0 and s.retry_after_wait_max_s == 0
+
+
+def test_bedrock_region_may_come_from_the_standard_aws_variables() -> None:
+    config = load_config(
+        {"SIDECAR_BACKENDS": "br", "BR_KIND": "bedrock", "AWS_REGION": "eu-west-1"}
+    )
+    assert config.chains["default"][0].settings.kind == "bedrock"
+
+
+def test_variables_with_a_backend_prefix_that_name_no_setting_are_warned_about() -> None:
+    config = load_config({**BASE, "P_APIKEY": "x", "P_MODEL": "m", "PX_OTHER": "y"})
+    assert config.warnings == ["P_APIKEY: not a setting of backend prefix P_ (a typo?)"]
