@@ -77,7 +77,7 @@ class Sidecar:
         circuit = Circuit(
             failures_to_open=s.circuit_failures,
             cooldown_s=s.circuit_cooldown_s,
-            max_cooldown_s=max(s.circuit_max_cooldown_s, s.circuit_cooldown_s),
+            max_cooldown_s=s.circuit_max_cooldown_s,
             retry_after_max_s=s.retry_after_max_s,
             on_change=on_change,
         )
