@@ -146,7 +146,8 @@ def _row(results: Results, row: Row) -> str:
     denominator = median(results, *row.base) if row.base else relay
     ratio = sidecar / denominator if sidecar is not None and denominator else None
     ok = row.check(relay, sidecar, ratio) if row.check and sidecar is not None else None
-    ratio_text = "—" if ratio is None else f"{ratio:.2f}×"
+    # three decimals where a budget judges the ratio, so 0.698 does not print as a passing 0.70
+    ratio_text = "—" if ratio is None else f"{ratio:.3f}×" if row.check else f"{ratio:.2f}×"
     cells = [row.label, _cell(relay, row.fmt), _cell(sidecar, row.fmt), ratio_text]
     cells += [_spread(results, row), row.target, _status(ok)]
     return "| " + " | ".join(cells) + " |"
