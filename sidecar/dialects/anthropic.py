@@ -52,12 +52,12 @@ default `created`). Lossy points and their policies, in one table (the README re
 |         |                                              | says 0, `message_delta` carries it      |
 """
 
-import time
 import uuid
 from typing import Any, Final
 
 import orjson
 
+from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 __all__ = [
@@ -142,7 +142,9 @@ def openai_request_to_anthropic(
     body: JSON, *, anthropic_version: str, default_max_tokens: int
 ) -> JSON:
     _reject_untranslatable_openai_fields(body)
-    system, messages = _openai_messages_to_anthropic(body.get("messages") or [])
+    system_blocks, turns = openai_request.split_messages(body.get("messages") or [], SHAPES)
+    system = _system_value(system_blocks)
+    messages = [_compact_turn(t) for t in turns]
     out: JSON = {"model": body.get("model"), "messages": messages}
     if system is not None:
         out["system"] = system
@@ -206,9 +208,7 @@ def _sampling(body: JSON, version: str) -> JSON:
 
 
 def _openai_tool_to_anthropic(tool: JSON, i: int) -> JSON:
-    if tool.get("type", "function") != "function":
-        raise _err(f"tools of type {tool.get('type')!r} are not supported", f"tools[{i}].type")
-    fn = tool.get("function") or {}
+    fn = openai_request.function_of(tool, i)
     out: JSON = {"name": fn.get("name")}
     if fn.get("description"):
         out["description"] = fn["description"]
@@ -239,59 +239,10 @@ def _openai_tool_choice_to_anthropic(body: JSON) -> JSON | None:
 
 
 def _openai_response_format_to_anthropic(fmt: Any) -> JSON | None:
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+    spec = openai_request.json_schema_of(fmt)
+    if spec is None:
         return None
-    if fmt["type"] == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
-        return {"type": "json_schema", "schema": schema}
-    raise _err(
-        f"response_format {fmt['type']!r} is not supported by this backend; use json_schema",
-        "response_format",
-    )
-
-
-def _openai_messages_to_anthropic(
-    messages: list[JSON],
-) -> tuple[str | list[JSON] | None, list[JSON]]:
-    system: list[JSON] = []
-    turns: list[JSON] = []
-    for i, msg in enumerate(messages):
-        role = msg.get("role")
-        where = f"messages[{i}]"
-        if role in ("system", "developer"):
-            system.extend(_text_blocks(msg.get("content"), f"{where}.content"))
-        elif role == "user":
-            _append_turn(turns, "user", _user_blocks(msg.get("content"), f"{where}.content"))
-        elif role == "assistant":
-            _append_turn(turns, "assistant", _assistant_blocks(msg, where))
-        elif role == "tool":
-            _append_turn(turns, "user", [_tool_result_block(msg, where)])
-        else:
-            raise _err(f"messages with role {role!r} are not supported", f"{where}.role")
-    _strip_prefill(turns)
-    return _system_value(system), [_compact_turn(t) for t in turns]
-
-
-def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
-
-
-def _strip_prefill(turns: list[JSON]) -> None:
-    if not turns or turns[-1]["role"] != "assistant":
-        return
-    blocks = turns[-1]["content"]
-    last = blocks[-1]
-    if last["type"] == "text":
-        last["text"] = last["text"].rstrip()
-        if not last["text"]:
-            blocks.pop()
-    if not blocks:
-        turns.pop()
+    return {"type": "json_schema", "schema": spec.get("schema") or {"type": "object"}}
 
 
 def _compact_turn(turn: JSON) -> JSON:
@@ -309,45 +260,10 @@ def _system_value(blocks: list[JSON]) -> str | list[JSON] | None:
     return blocks
 
 
-def _text_blocks(content: Any, where: str) -> list[JSON]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[JSON] = []
-    for part in content:
-        if part.get("type") not in ("text", "refusal"):
-            raise _err(f"content parts of type {part.get('type')!r} are not allowed here", where)
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if text:
-            blocks.append(_with_cache_control({"type": "text", "text": text}, part))
-    return blocks
-
-
 def _with_cache_control(block: JSON, part: JSON) -> JSON:
     if part.get("prompt_cache_breakpoint"):
         block["cache_control"] = {"type": "ephemeral"}
     return block
-
-
-def _user_blocks(content: Any, where: str) -> list[JSON]:
-    if content is None or isinstance(content, str):
-        return _text_blocks(content, where)
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        kind = part.get("type")
-        at = f"{where}[{j}]"
-        if kind == "text":
-            blocks.extend(_text_blocks([part], at))
-        elif kind == "image_url":
-            blocks.append(_with_cache_control(_image_block(part.get("image_url") or {}, at), part))
-        elif kind == "file":
-            blocks.append(_with_cache_control(_document_block(part.get("file") or {}, at), part))
-        elif kind == "input_audio":
-            raise _err("audio input is not supported by this backend", at)
-        else:
-            raise _err(f"content parts of type {kind!r} are not supported", at)
-    return blocks
 
 
 def _image_block(image: JSON, where: str) -> JSON:
@@ -360,10 +276,8 @@ def _image_block(image: JSON, where: str) -> JSON:
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
-def _document_block(file: JSON, where: str) -> JSON:
-    if not file.get("file_data"):
-        raise _err("files by `file_id` are not supported by this backend", where)
-    media_type, data = _parse_data_uri(str(file["file_data"]), where)
+def _document_block(file: JSON, where: str, j: int) -> JSON:
+    media_type, data = _parse_data_uri(openai_request.file_data(file, where), where)
     if media_type != "application/pdf":
         raise _err(f"file type {media_type!r} is not supported (application/pdf)", where)
     source = {"type": "base64", "media_type": media_type, "data": data}
@@ -371,49 +285,29 @@ def _document_block(file: JSON, where: str) -> JSON:
 
 
 def _parse_data_uri(url: str, where: str) -> tuple[str, str]:
-    head, sep, data = url.partition(",")
-    if not (sep and head.startswith("data:") and head.endswith(";base64")):
-        raise _err("expected an http(s) URL or a base64 data URI", where)
-    return head[5 : -len(";base64")].lower(), data
+    expected = "expected an http(s) URL or a base64 data URI"
+    return openai_request.data_uri(url, where, expected=expected)
 
 
-def _assistant_blocks(msg: JSON, where: str) -> list[JSON]:
-    if msg.get("function_call"):
-        raise _err("legacy `function_call` is not supported; use `tool_calls`", where)
-    blocks = _text_blocks(msg.get("content"), f"{where}.content")
-    if msg.get("refusal") and not blocks:
-        blocks.append({"type": "text", "text": msg["refusal"]})
-    for j, call in enumerate(msg.get("tool_calls") or []):
-        blocks.append(_tool_use_block(call, f"{where}.tool_calls[{j}]"))
-    return blocks
-
-
-def _tool_use_block(call: JSON, where: str) -> JSON:
-    fn = call.get("function") or {}
-    return {
-        "type": "tool_use",
-        "id": call.get("id"),
-        "name": fn.get("name"),
-        "input": _arguments_object(fn.get("arguments"), f"{where}.function.arguments"),
-    }
-
-
-def _arguments_object(arguments: Any, where: str) -> JSON:
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        raise _err("tool call arguments are not valid JSON", where) from None
-    if not isinstance(value, dict):
-        raise _err("tool call arguments must be a JSON object", where)
-    return value
-
-
-def _tool_result_block(msg: JSON, where: str) -> JSON:
-    blocks = _text_blocks(msg.get("content"), f"{where}.content")
+def _tool_result_block(tool_call_id: Any, blocks: list[JSON]) -> JSON:
     content: str | list[JSON] = blocks if len(blocks) != 1 else blocks[0]["text"]
-    return {"type": "tool_result", "tool_use_id": msg.get("tool_call_id"), "content": content}
+    return {"type": "tool_result", "tool_use_id": tool_call_id, "content": content}
+
+
+SHAPES: Final = openai_request.BlockShapes(
+    text=lambda text: {"type": "text", "text": text},
+    image=_image_block,
+    document=_document_block,
+    tool_use=lambda id_, name, input_: {
+        "type": "tool_use",
+        "id": id_,
+        "name": name,
+        "input": input_,
+    },
+    tool_result=_tool_result_block,
+    mark=_with_cache_control,
+    rejects_function_call=True,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,12 +404,7 @@ def _anthropic_assistant_to_openai(blocks: list[JSON], where: str) -> JSON:
 
 
 def _tool_use_to_openai_call(block: JSON) -> JSON:
-    arguments = orjson.dumps(block.get("input") or {}).decode()
-    return {
-        "id": block.get("id"),
-        "type": "function",
-        "function": {"name": block.get("name"), "arguments": arguments},
-    }
+    return openai_response.tool_call(block.get("id"), block.get("name"), block.get("input"))
 
 
 def _anthropic_user_to_openai(blocks: list[JSON], where: str) -> list[JSON]:
@@ -619,35 +508,23 @@ def anthropic_response_to_openai(body: JSON, *, model: str, created: int | None 
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
             calls.append(_tool_use_to_openai_call(block))
-    message: JSON = {
-        "role": "assistant",
-        "content": "".join(texts) if texts else None,
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    finish = STOP_REASON_TO_FINISH.get(body.get("stop_reason") or "", "stop")
-    return {
-        "id": body.get("id") or _fallback_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": anthropic_usage_to_openai(body.get("usage") or {}),
-    }
+    return openai_response.chat_completion(
+        completion_id=body.get("id") or _fallback_id("chatcmpl-"),
+        created=created,
+        model=model,
+        message=openai_response.assistant_message(texts, calls),
+        finish=STOP_REASON_TO_FINISH.get(body.get("stop_reason") or "", "stop"),
+        usage=anthropic_usage_to_openai(body.get("usage") or {}),
+    )
 
 
 def anthropic_usage_to_openai(usage: JSON) -> JSON:
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
-    completion = int(usage.get("output_tokens") or 0)
-    out: JSON = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
-    }
+    out = openai_response.usage_including_cache(
+        cache_read=int(usage.get("cache_read_input_tokens") or 0),
+        cache_write=int(usage.get("cache_creation_input_tokens") or 0),
+        uncached_prompt=int(usage.get("input_tokens") or 0),
+        completion=int(usage.get("output_tokens") or 0),
+    )
     thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
     if thinking is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": thinking}
@@ -681,7 +558,7 @@ def _openai_message_blocks(message: JSON) -> list[JSON]:
     for j, call in enumerate(message.get("tool_calls") or []):
         fn = call.get("function") or {}
         try:
-            arguments = _arguments_object(fn.get("arguments"), f"tool_calls[{j}]")
+            arguments = openai_request.arguments_object(fn.get("arguments"), f"tool_calls[{j}]")
         except TranslationError as e:
             raise InvalidUpstreamResponse(f"upstream {e.message} ({e.param})") from None
         blocks.append(
@@ -776,11 +653,8 @@ def _error_message(error: JSON, body: Any) -> str:
 
 class AnthropicToOpenAIStream:
     def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
-        self._model = model
         self._include_usage = include_usage
-        self._created = int(time.time()) if created is None else created
-        self._id = ""
-        self._tool_index: dict[int, int] = {}
+        self._out = openai_response.OpenAIChunks(model=model, created=created, chunk_id="")
         self._usage: JSON = {}
         self._saw_start = False
         self._saw_delta = False
@@ -814,46 +688,30 @@ class AnthropicToOpenAIStream:
                 # is the caller's to classify before it reaches this translator.
                 return []
 
-    def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-
     def _message_start(self, message: JSON) -> list[JSON]:
-        self._id = message.get("id") or _fallback_id("chatcmpl-")
+        self._out.id = message.get("id") or _fallback_id("chatcmpl-")
         self._usage.update({k: v for k, v in (message.get("usage") or {}).items() if v is not None})
         self._saw_start = True
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return [self._out.chunk({"role": "assistant", "content": ""})]
 
     def _block_start(self, data: JSON) -> list[JSON]:
         block = data.get("content_block") or {}
         if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
+            return [self._out.chunk({"content": block["text"]})]
         if block.get("type") != "tool_use":
             return []
-        k = self._tool_index[int(data.get("index", 0))] = len(self._tool_index)
-        call = {
-            "index": k,
-            "id": block.get("id"),
-            "type": "function",
-            "function": {"name": block.get("name"), "arguments": ""},
-        }
-        return [self._chunk({"tool_calls": [call]})]
+        return self._out.tool_start(int(data.get("index", 0)), block.get("id"), block.get("name"))
 
     def _block_delta(self, data: JSON) -> list[JSON]:
         delta = data.get("delta") or {}
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        k = self._tool_index.get(int(data.get("index", 0)))
-        if kind == "input_json_delta" and delta.get("partial_json") and k is not None:
-            fragment = {"index": k, "function": {"arguments": delta["partial_json"]}}
-            return [self._chunk({"tool_calls": [fragment]})]
-        return []
+            return [self._out.chunk({"content": delta["text"]})]
+        fragment = delta.get("partial_json") if kind == "input_json_delta" else None
+        return self._out.tool_arguments(int(data.get("index", 0)), fragment)
+
+    def _usage_chunk(self) -> JSON:
+        return self._out.usage_chunk(anthropic_usage_to_openai(self._usage))
 
     def _message_delta(self, data: JSON) -> list[JSON]:
         # message_delta usage counts are cumulative: they replace, never add.
@@ -862,17 +720,7 @@ class AnthropicToOpenAIStream:
         stop_reason = (data.get("delta") or {}).get("stop_reason")
         if stop_reason is None:
             return []
-        return [self._chunk({}, STOP_REASON_TO_FINISH.get(stop_reason, "stop"))]
-
-    def _usage_chunk(self) -> JSON:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-            "usage": anthropic_usage_to_openai(self._usage),
-        }
+        return [self._out.chunk({}, STOP_REASON_TO_FINISH.get(stop_reason, "stop"))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,12 +35,12 @@ at `messageStop` and the usage chunk (`choices: []`) at `metadata`, which is Ope
 import base64
 import binascii
 import re
-import time
 import uuid
 from typing import Any, Final
 
 import orjson
 
+from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 __all__ = [
@@ -100,7 +100,7 @@ def _err(message: str, param: str | None) -> TranslationError:
 
 def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
     _reject_untranslatable(body)
-    system, messages = _messages(body.get("messages") or [])
+    system, messages = openai_request.split_messages(body.get("messages") or [], SHAPES)
     out: JSON = {"modelId": model_id, "messages": messages}
     if system:
         out["system"] = system
@@ -168,9 +168,7 @@ def _tool_config(body: JSON, messages: list[JSON]) -> JSON:
 
 
 def _tool_spec(tool: JSON, i: int) -> JSON:
-    if tool.get("type", "function") != "function":
-        raise _err(f"tools of type {tool.get('type')!r} are not supported", f"tools[{i}].type")
-    fn = tool.get("function") or {}
+    fn = openai_request.function_of(tool, i)
     spec: JSON = {"name": fn.get("name")}
     if fn.get("description"):
         spec["description"] = fn["description"]
@@ -181,96 +179,14 @@ def _tool_spec(tool: JSON, i: int) -> JSON:
 
 
 def _output_config(fmt: Any) -> JSON:
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+    spec = openai_request.json_schema_of(fmt)
+    if spec is None:
         return {}
-    if fmt["type"] != "json_schema":
-        raise _err(
-            f"response_format {fmt['type']!r} is not supported by this backend; use json_schema",
-            "response_format",
-        )
-    spec = fmt.get("json_schema") or {}
     schema: JSON = {"schema": orjson.dumps(spec.get("schema") or {"type": "object"}).decode()}
     for key in ("name", "description"):
         if spec.get(key):
             schema[key] = spec[key]
     return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": schema}}}
-
-
-def _messages(messages: list[JSON]) -> tuple[list[JSON], list[JSON]]:
-    system: list[JSON] = []
-    turns: list[JSON] = []
-    for i, msg in enumerate(messages):
-        role = msg.get("role")
-        where = f"messages[{i}]"
-        if role in ("system", "developer"):
-            system.extend(_text_blocks(msg.get("content"), f"{where}.content"))
-        elif role == "user":
-            _append_turn(turns, "user", _user_blocks(msg.get("content"), f"{where}.content"))
-        elif role == "assistant":
-            _append_turn(turns, "assistant", _assistant_blocks(msg, where))
-        elif role == "tool":
-            _append_turn(turns, "user", [_tool_result(msg, where)])
-        else:
-            raise _err(f"messages with role {role!r} are not supported", f"{where}.role")
-    _strip_prefill(turns)
-    return system, turns
-
-
-def _append_turn(turns: list[JSON], role: str, blocks: list[JSON]) -> None:
-    # Converse requires alternating roles, so consecutive turns of one role are merged.
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": blocks})
-
-
-def _strip_prefill(turns: list[JSON]) -> None:
-    if not turns or turns[-1]["role"] != "assistant":
-        return
-    blocks = turns[-1]["content"]
-    if "text" in blocks[-1]:
-        blocks[-1]["text"] = blocks[-1]["text"].rstrip()
-        if not blocks[-1]["text"]:
-            blocks.pop()
-    if not blocks:
-        turns.pop()
-
-
-def _text_blocks(content: Any, where: str) -> list[JSON]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[JSON] = []
-    for part in content:
-        if part.get("type") not in ("text", "refusal"):
-            raise _err(f"content parts of type {part.get('type')!r} are not allowed here", where)
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if text:
-            blocks.append({"text": text})
-    return blocks
-
-
-def _user_blocks(content: Any, where: str) -> list[JSON]:
-    if content is None or isinstance(content, str):
-        return _text_blocks(content, where)
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        kind = part.get("type")
-        at = f"{where}[{j}]"
-        if kind == "text":
-            blocks.extend(_text_blocks([part], at))
-        elif kind == "image_url":
-            blocks.append(_image_block(part.get("image_url") or {}, at))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file") or {}, at, j))
-        elif kind == "input_audio":
-            raise _err("audio input is not supported by this backend", at)
-        else:
-            raise _err(f"content parts of type {kind!r} are not supported", at)
-    return blocks
 
 
 def _image_block(image: JSON, where: str) -> JSON:
@@ -284,9 +200,7 @@ def _image_block(image: JSON, where: str) -> JSON:
 
 
 def _document_block(file: JSON, where: str, j: int) -> JSON:
-    if not file.get("file_data"):
-        raise _err("files by `file_id` are not supported by this backend", where)
-    media_type, data = _decode_data_uri(str(file["file_data"]), where)
+    media_type, data = _decode_data_uri(openai_request.file_data(file, where), where)
     if media_type not in DOCUMENT_FORMATS:
         raise _err(f"file type {media_type!r} is not supported by this backend", where)
     stem = str(file.get("filename") or "").rsplit(".", 1)[0]
@@ -301,47 +215,28 @@ def _document_block(file: JSON, where: str, j: int) -> JSON:
 
 
 def _decode_data_uri(url: str, where: str) -> tuple[str, bytes]:
-    head, sep, data = url.partition(",")
-    if not (sep and head.startswith("data:") and head.endswith(";base64")):
-        raise _err("expected a base64 data URI", where)
+    media_type, data = openai_request.data_uri(url, where, expected="expected a base64 data URI")
     try:
         raw = base64.b64decode(data, validate=True)
     except binascii.Error:
         raise _err("the data URI is not valid base64", where) from None
-    return head[5 : -len(";base64")].lower(), raw
+    return media_type, raw
 
 
-def _assistant_blocks(msg: JSON, where: str) -> list[JSON]:
-    blocks = _text_blocks(msg.get("content"), f"{where}.content")
-    if msg.get("refusal") and not blocks:
-        blocks.append({"text": msg["refusal"]})
-    for j, call in enumerate(msg.get("tool_calls") or []):
-        fn = call.get("function") or {}
-        tool_use = {
-            "toolUseId": call.get("id"),
-            "name": fn.get("name"),
-            "input": _arguments(fn.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"),
-        }
-        blocks.append({"toolUse": tool_use})
-    return blocks
-
-
-def _arguments(arguments: Any, where: str) -> JSON:
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        raise _err("tool call arguments are not valid JSON", where) from None
-    if not isinstance(value, dict):
-        raise _err("tool call arguments must be a JSON object", where)
-    return value
-
-
-def _tool_result(msg: JSON, where: str) -> JSON:
-    content = _text_blocks(msg.get("content"), f"{where}.content") or [{"text": ""}]
-    result = {"toolUseId": msg.get("tool_call_id"), "content": content, "status": "success"}
+def _tool_result(tool_call_id: Any, blocks: list[JSON]) -> JSON:
+    result = {"toolUseId": tool_call_id, "content": blocks or [{"text": ""}], "status": "success"}
     return {"toolResult": result}
+
+
+SHAPES: Final = openai_request.BlockShapes(
+    text=lambda text: {"text": text},
+    image=_image_block,
+    document=_document_block,
+    tool_use=lambda id_, name, input_: {
+        "toolUse": {"toolUseId": id_, "name": name, "input": input_}
+    },
+    tool_result=_tool_result,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,20 +251,21 @@ def converse_response_to_openai(resp: JSON, *, model: str, created: int | None =
         if "text" in block:
             texts.append(block["text"])
         elif "toolUse" in block:
-            calls.append(_tool_call(block["toolUse"]))
-    message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
-    message["refusal"] = None
-    if calls:
-        message["tool_calls"] = calls
+            tool_use = block["toolUse"]
+            calls.append(
+                openai_response.tool_call(
+                    tool_use.get("toolUseId"), tool_use.get("name"), tool_use.get("input")
+                )
+            )
     request_id = (resp.get("ResponseMetadata") or {}).get("RequestId")
-    return {
-        "id": f"chatcmpl-{request_id}" if request_id else _fallback_id(),
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-        "usage": converse_usage_to_openai(resp.get("usage") or {}),
-    }
+    return openai_response.chat_completion(
+        completion_id=f"chatcmpl-{request_id}" if request_id else _fallback_id(),
+        created=created,
+        model=model,
+        message=openai_response.assistant_message(texts, calls),
+        finish=finish,
+        usage=converse_usage_to_openai(resp.get("usage") or {}),
+    )
 
 
 def _finish_reason(stop_reason: Any) -> str:
@@ -378,27 +274,14 @@ def _finish_reason(stop_reason: Any) -> str:
     return STOP_REASON_TO_FINISH.get(str(stop_reason), "stop")
 
 
-def _tool_call(tool_use: JSON) -> JSON:
-    arguments = orjson.dumps(tool_use.get("input") or {}).decode()
-    return {
-        "id": tool_use.get("toolUseId"),
-        "type": "function",
-        "function": {"name": tool_use.get("name"), "arguments": arguments},
-    }
-
-
 def converse_usage_to_openai(usage: JSON) -> JSON:
     # Like Anthropic's, Bedrock's inputTokens excludes the cached ones.
-    cache_read = int(usage.get("cacheReadInputTokens") or 0)
-    cache_write = int(usage.get("cacheWriteInputTokens") or 0)
-    prompt = int(usage.get("inputTokens") or 0) + cache_read + cache_write
-    completion = int(usage.get("outputTokens") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
-    }
+    return openai_response.usage_including_cache(
+        cache_read=int(usage.get("cacheReadInputTokens") or 0),
+        cache_write=int(usage.get("cacheWriteInputTokens") or 0),
+        uncached_prompt=int(usage.get("inputTokens") or 0),
+        completion=int(usage.get("outputTokens") or 0),
+    )
 
 
 def _fallback_id() -> str:
@@ -421,11 +304,10 @@ def bedrock_error_to_openai(code: str, message: str, status: int) -> JSON:
 
 class ConverseStreamToOpenAI:
     def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
-        self._model = model
         self._include_usage = include_usage
-        self._created = int(time.time()) if created is None else created
-        self._id = _fallback_id()
-        self._tool_index: dict[int, int] = {}
+        self._out = openai_response.OpenAIChunks(
+            model=model, created=created, chunk_id=_fallback_id()
+        )
         self._usage: JSON | None = None
 
     @property
@@ -438,58 +320,29 @@ class ConverseStreamToOpenAI:
 
     def feed(self, event: JSON) -> list[JSON]:
         if "messageStart" in event:
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [self._out.chunk({"role": "assistant", "content": ""})]
         if "contentBlockStart" in event:
             return self._block_start(event["contentBlockStart"])
         if "contentBlockDelta" in event:
             return self._block_delta(event["contentBlockDelta"])
         if "messageStop" in event:
             finish = _finish_reason(event["messageStop"].get("stopReason"))
-            return [self._chunk({}, finish)]
+            return [self._out.chunk({}, finish)]
         if "metadata" in event:
             self._usage = converse_usage_to_openai(event["metadata"].get("usage") or {})
-            return [self._usage_chunk(self._usage)] if self._include_usage else []
+            return [self._out.usage_chunk(self._usage)] if self._include_usage else []
         return []
-
-    def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
-
-    def _usage_chunk(self, usage: JSON) -> JSON:
-        return {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [],
-            "usage": usage,
-        }
 
     def _block_start(self, data: JSON) -> list[JSON]:
         tool_use = (data.get("start") or {}).get("toolUse")
         if tool_use is None:
             return []
-        k = self._tool_index[int(data.get("contentBlockIndex", 0))] = len(self._tool_index)
-        call = {
-            "index": k,
-            "id": tool_use.get("toolUseId"),
-            "type": "function",
-            "function": {"name": tool_use.get("name"), "arguments": ""},
-        }
-        return [self._chunk({"tool_calls": [call]})]
+        block = int(data.get("contentBlockIndex", 0))
+        return self._out.tool_start(block, tool_use.get("toolUseId"), tool_use.get("name"))
 
     def _block_delta(self, data: JSON) -> list[JSON]:
         delta = data.get("delta") or {}
         if delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
+            return [self._out.chunk({"content": delta["text"]})]
         fragment = (delta.get("toolUse") or {}).get("input")
-        k = self._tool_index.get(int(data.get("contentBlockIndex", 0)))
-        if fragment and k is not None:
-            call = {"index": k, "function": {"arguments": fragment}}
-            return [self._chunk({"tool_calls": [call]})]
-        return []
+        return self._out.tool_arguments(int(data.get("contentBlockIndex", 0)), fragment)
