@@ -8,7 +8,6 @@ streams still open then end with a terminal error event.
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 import orjson
@@ -61,10 +60,10 @@ class Sidecar:
         stream = log_stream if log_stream is not None else sys.stderr.buffer
         self.access_log = AccessLog(stream, s.log_level, s.log_format, self.redactor)
         self.proxy = Proxy(config, self.chains, self.metrics, self.access_log)
-        self.proxy_app = self._proxy_app()
         self.admin_app = self._admin_app()
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self._proxy_site: web.TCPSite | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self.ports: tuple[int, int] = (0, 0)
 
     def _member(self, b: Backend) -> Member:
@@ -84,22 +83,18 @@ class Sidecar:
         upstream = BedrockUpstream(b) if b.settings.kind == "bedrock" else Upstream(b)
         return Member(b, adapter_for(b), upstream, circuit)
 
-    def _proxy_app(self) -> web.Application:
+    def _proxy_server(self) -> web.Server:
+        # aiohttp's low-level server: the proxy routes by itself (routes.ROUTES), so the
+        # application router and middleware chain would only add work to every request.
         # aiohttp arms its keep-alive timer when a connection opens and closes the connection
         # if no complete request head arrived by then: one setting bounds idle keep-alive
         # connections and slow headers (slowloris) alike.
-        idle = self.config.settings.idle_timeout_s
-        app = web.Application(handler_args={"keepalive_timeout": idle})
-        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-        app.cleanup_ctx.append(self._upstreams)
-        return app
-
-    async def _upstreams(self, app: web.Application) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(self.access_log.flusher())
-        yield
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
-        await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
+        return web.Server(
+            self.proxy.handle,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.settings.idle_timeout_s,
+            access_log=None,
+        )
 
     def _admin_app(self) -> web.Application:
         app = web.Application()
@@ -159,9 +154,8 @@ class Sidecar:
     async def start(self) -> tuple[int, int]:
         s = self.config.settings
         admin = web.AppRunner(self.admin_app, access_log=None, shutdown_timeout=1.0)
-        proxy = web.AppRunner(
-            self.proxy_app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-        )
+        proxy = web.ServerRunner(self._proxy_server(), shutdown_timeout=1.0)
+        self._flusher = asyncio.create_task(self.access_log.flusher())
         for runner in (admin, proxy):
             await runner.setup()
             self._runners.append(runner)
@@ -190,6 +184,11 @@ class Sidecar:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
 
 
 def create_app(

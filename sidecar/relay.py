@@ -63,7 +63,7 @@ class StreamRelay:
         self._current.response.close()
 
     async def run(
-        self, request: web.Request, headers: Mapping[str, str], idle_timeout: float
+        self, request: web.BaseRequest, headers: Mapping[str, str], idle_timeout: float
     ) -> web.StreamResponse:
         c = self.c
         resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **c.headers, **headers})

@@ -103,7 +103,7 @@ class Proxy:
             return False
         return True
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = _request_id(request)
         inbound = _route_of(request.path)
@@ -135,7 +135,7 @@ class Proxy:
                 )
 
     async def _serve(
-        self, request: web.Request, request_id: str, inbound: Inbound
+        self, request: web.BaseRequest, request_id: str, inbound: Inbound
     ) -> tuple[Outcome | None, web.StreamResponse]:
         if self.inflight > self.settings.max_inflight:
             raise Rejected(503, "too many requests in flight", "overloaded", {"retry-after": "1"})
@@ -165,7 +165,7 @@ class Proxy:
         assert outcome.reply is not None
         return outcome, reply(outcome.reply, headers)
 
-    def _authorize(self, request: web.Request) -> None:
+    def _authorize(self, request: web.BaseRequest) -> None:
         if self._token is None:
             return
         auth = request.headers.get("authorization", "")
@@ -173,7 +173,7 @@ class Proxy:
         if not hmac.compare_digest(given.encode(), self._token):
             raise Rejected(401, "missing or invalid sidecar token", "invalid_api_key")
 
-    async def _body(self, request: web.Request) -> bytes:
+    async def _body(self, request: web.BaseRequest) -> bytes:
         limit = self.settings.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
@@ -195,7 +195,9 @@ class Proxy:
             raise Rejected(408, "request body not received in time", "timeout") from None
         return buf
 
-    def _call(self, request: web.Request, request_id: str, inbound: Inbound, raw: bytes) -> Call:
+    def _call(
+        self, request: web.BaseRequest, request_id: str, inbound: Inbound, raw: bytes
+    ) -> Call:
         route = inbound.route
         body: dict[str, Any] | None = None
         if route is not Route.PASSTHROUGH:
@@ -225,7 +227,7 @@ class Proxy:
             chain=chain,
         )
 
-    def _chain(self, request: web.Request, model: str | None) -> str:
+    def _chain(self, request: web.BaseRequest, model: str | None) -> str:
         named = request.headers.get("x-sidecar-chain")
         if named is not None:
             if named not in self.chains:
@@ -252,7 +254,7 @@ def _route_of(path: str) -> Inbound:
     return Inbound(Route.OTHER, Dialect.OPENAI)
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("x-request-id")
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
@@ -310,7 +312,7 @@ def _rejection(e: Rejected, dialect: Dialect, request_id: str) -> web.Response:
 
 
 def _fields(
-    request: web.Request,
+    request: web.BaseRequest,
     request_id: str,
     inbound: Inbound,
     outcome: Outcome | None,

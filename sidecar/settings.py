@@ -281,9 +281,10 @@ def _check_backend(b: Backend, env: Mapping[str, str]) -> None:
         raise ConfigError(f"{p}DEPLOYMENT", "required for kind azure when API_VERSION is set")
     if s.kind in ("azure", "anthropic") and not s.api_key:
         raise ConfigError(f"{p}API_KEY", f"required for kind {s.kind}")
-    if s.kind == "bedrock" and not (s.region or s.endpoint_url or s.aws_profile):
-        if not any(v in env for v in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")):
-            raise ConfigError(f"{p}REGION", "required for kind bedrock (or AWS_REGION)")
+    region = s.region or s.endpoint_url or s.aws_profile
+    region_env = any(v in env for v in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"))
+    if s.kind == "bedrock" and not region and not region_env:
+        raise ConfigError(f"{p}REGION", "required for kind bedrock (or AWS_REGION)")
     if s.kind == "openai" and not s.api_key and b.base_url == DEFAULT_BASE_URLS["openai"]:
         raise ConfigError(
             f"{p}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"
