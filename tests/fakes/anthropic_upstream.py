@@ -6,13 +6,13 @@ with an Anthropic error body (`overloaded(...)`, `rate_limited(...)`), an error 
 content, or a stream cut after some deltas. Every request is recorded with its headers and body.
 """
 
-import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from fakes.loopback import JsonBody, Loopback, lower_headers
 
 JSON = dict[str, Any]
 
@@ -43,52 +43,20 @@ def rate_limited(retry_after_s: int = 1) -> Script:
 
 
 @dataclass
-class Seen:
+class Seen(JsonBody):
     path: str
     headers: dict[str, str]
     body: bytes
 
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
 
-
-class FakeAnthropic:
+class FakeAnthropic(Loopback[Script, Seen]):
     def __init__(self, default: Script | None = None) -> None:
-        self.default = default or Script()
-        self.queue: deque[Script] = deque()
-        self.seen: list[Seen] = []
-        self.app = web.Application()
+        super().__init__(default or Script())
         self.app.router.add_post("/v1/messages", self._handle)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def script(self, *scripts: Script) -> None:
-        self.queue.extend(scripts)
-
-    async def start(self) -> "FakeAnthropic":
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.seen.append(Seen(request.path, headers, body))
-        s = self.queue.popleft() if self.queue else self.default
-        if s.delay_s:
-            await asyncio.sleep(s.delay_s)
+        s = await self.take(Seen(request.path, lower_headers(request), body))
         if s.status != 200:
             return _error_response(s)
         req = orjson.loads(body) if body[:1] == b"{" else {}

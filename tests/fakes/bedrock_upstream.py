@@ -7,8 +7,6 @@ Errors carry `x-amzn-ErrorType` and the status of protocols.md §5.4; a stream c
 exception frame or be cut. Every request is recorded with its model id, headers and body.
 """
 
-import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from fakes.eventstream import encode_event, encode_exception
+from fakes.loopback import JsonBody, Loopback, lower_headers
 
 JSON = dict[str, Any]
 
@@ -49,55 +48,23 @@ class Script:
 
 
 @dataclass
-class Seen:
+class Seen(JsonBody):
     operation: str
     model_id: str
     headers: dict[str, str]
     body: bytes
 
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
 
-
-class FakeBedrock:
+class FakeBedrock(Loopback[Script, Seen]):
     def __init__(self, default: Script | None = None) -> None:
-        self.default = default or Script()
-        self.queue: deque[Script] = deque()
-        self.seen: list[Seen] = []
-        self.app = web.Application()
+        super().__init__(default or Script())
         self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
         self.app.router.add_post("/model/{model_id:.+}/converse-stream", self._converse_stream)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def script(self, *scripts: Script) -> None:
-        self.queue.extend(scripts)
-
-    async def start(self) -> "FakeBedrock":
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _next(self, request: web.Request, operation: str) -> Script:
         body = await request.read()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.seen.append(Seen(operation, request.match_info["model_id"], headers, body))
-        s = self.queue.popleft() if self.queue else self.default
-        if s.delay_s:
-            await asyncio.sleep(s.delay_s)
-        return s
+        model_id = request.match_info["model_id"]
+        return await self.take(Seen(operation, model_id, lower_headers(request), body))
 
     async def _converse(self, request: web.Request) -> web.Response:
         s = await self._next(request, "converse")

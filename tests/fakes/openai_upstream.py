@@ -7,13 +7,13 @@ its headers and body; a handler cancelled by a disconnect records when.
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from fakes.loopback import JsonBody, Loopback, lower_headers
 from sidecar.demo import chunk, completion, usage_chunk
 
 
@@ -37,61 +37,28 @@ class Script:
 
 
 @dataclass
-class Seen:
+class Seen(JsonBody):
     path: str
     query: str
     headers: dict[str, str]
     body: bytes
 
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.body)
 
-
-class FakeOpenAI:
+class FakeOpenAI(Loopback[Script, Seen]):
     def __init__(self, default: Script | None = None) -> None:
-        self.default = default or Script()
-        self.queue: deque[Script] = deque()
-        self.seen: list[Seen] = []
+        super().__init__(default or Script())
         self.cancelled: list[float] = []
-        self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def script(self, *scripts: Script) -> None:
-        self.queue.extend(scripts)
-
-    async def start(self) -> "FakeOpenAI":
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return super().url + "/v1"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(
-            Seen(
-                request.path,
-                request.query_string,
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-            )
-        )
-        s = self.queue.popleft() if self.queue else self.default
+        seen = Seen(request.path, request.query_string, lower_headers(request), body)
         try:
-            if s.delay_s:
-                await asyncio.sleep(s.delay_s)
+            s = await self.take(seen)
             parsed = orjson.loads(body) if body[:1] == b"{" else {}
             if s.status != 200 or s.body is not None:
                 return _raw(s)
