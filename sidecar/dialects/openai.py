@@ -12,7 +12,6 @@ Stream rules (protocols.md §1.3, CONTRACT §5, §11):
   sidecar asks every OpenAI-family upstream for usage to count tokens.
 """
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -92,79 +91,81 @@ class OpenAIStream(StreamAdapter):
         self._framed = True
 
     def feed(self, data: Any) -> StreamStep:
-        # The hot path: whole `data: {...}\n\n` events, LF only, nothing pending in the
-        # decoder. Each is checked and, when nothing must change, relayed as the same bytes.
-        if self._framed and data[-2:] == b"\n\n" and data[:6] == b"data: ":
-            if data.find(b"\n") == len(data) - 2:
-                return self._fast(data, (data,))
+        # The hot path: whole events, nothing pending in the decoder. Each `data: {json}` event
+        # is parsed once and, when nothing must change, the chunk is relayed as the same bytes.
+        # Anything else (comments, `event:` lines, CR, multi-line data, a part that does not
+        # parse) hands the rest of the chunk to the SSE decoder, which is exact.
+        if self._framed and data[-2:] == b"\n\n":
             parts = data.split(b"\n\n")
             parts.pop()
-            for p in parts:
-                if p[:6] != b"data: " or b"\n" in p or b"\r" in p:
-                    break
-            else:
-                return self._fast(data, [p + b"\n\n" for p in parts])
-        step = self._events(self._decoder.feed(data))
-        self._framed = self._decoder.idle
-        return step
+            return self._fast(data, parts)
+        return self._slow(data, StreamStep(), [])
 
-    def _fast(self, data: bytes, events: Sequence[bytes]) -> StreamStep:
+    def end(self) -> StreamStep:
+        return self._events(self._decoder.flush(), StreamStep(), [])
+
+    def _fast(self, data: bytes, parts: list[bytes]) -> StreamStep:
         step = StreamStep()
         out: list[bytes] = []
         same = True
-        for event in events:
-            payload = event[6:-2]
+        for i, part in enumerate(parts):
+            if part[:6] != b"data: ":
+                return self._slow(b"\n\n".join(parts[i:]) + b"\n\n", step, out)
+            payload = part[6:]
             if payload == b"[DONE]":
                 step.done = True
-                same = same and event is events[-1]
+                same = same and i == len(parts) - 1
                 out.append(DONE)
                 break
-            chunk = self._chunk(payload, step)
-            if chunk is _KEEP:
-                out.append(event)
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return self._slow(b"\n\n".join(parts[i:]) + b"\n\n", step, out)
+            event = self._event(obj, payload, step)
+            if event is _KEEP:
+                out.append(part + b"\n\n")
                 continue
             same = False
-            if chunk is None:
+            if event is None:
                 break
-            if chunk:
-                out.append(chunk)
+            if event:
+                out.append(event)
         step.out = data if same else b"".join(out)
         return step
 
-    def end(self) -> StreamStep:
-        return self._events(self._decoder.flush())
+    def _slow(self, data: bytes, step: StreamStep, out: list[bytes]) -> StreamStep:
+        step = self._events(self._decoder.feed(data), step, out)
+        self._framed = self._decoder.idle
+        return step
 
-    def _events(self, events: list[Any]) -> StreamStep:
-        step = StreamStep()
-        out: list[bytes] = []
+    def _events(self, events: list[Any], step: StreamStep, out: list[bytes]) -> StreamStep:
         for ev in events:
             data: str = ev.data
             if data == "[DONE]":
                 step.done = True
                 out.append(DONE)
                 break
-            chunk = self._chunk(data, step)
-            if chunk is None:
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                obj = None
+            event = self._event(obj, data.encode(), step)
+            if event is None:
                 break
-            if chunk is _KEEP:
+            if event is _KEEP:
                 out.append(b"data: " + data.encode() + b"\n\n")
-            elif chunk:
-                out.append(chunk)
+            elif event:
+                out.append(event)
         step.out = b"".join(out)
         return step
 
-    def _chunk(self, data: str | bytes, step: StreamStep) -> bytes | None:
+    def _event(self, obj: Any, raw: bytes, step: StreamStep) -> bytes | None:
         """The event to relay: `_KEEP` (unchanged), b"" (dropped) or new bytes; None stops."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            obj = None
         if not isinstance(obj, dict):
             msg = "upstream sent a malformed stream event"
             step.error = (FailureClass.INVALID_RESPONSE, error_event(msg, "invalid_response"))
             return None
         if "error" in obj:
-            raw = data if isinstance(data, bytes) else data.encode()
             step.error = (classify_error_event(obj), b"data: " + raw + b"\n\n")
             return None
         choices = obj.get("choices")

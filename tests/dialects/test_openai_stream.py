@@ -15,6 +15,17 @@ EVENTS = [
     orjson.dumps(usage_chunk("m", 6)),
 ]
 STREAM = b"".join(b"data: " + e + b"\n\n" for e in EVENTS) + b"data: [DONE]\n\n"
+# The same events with keep-alive comments and one event whose JSON spans two data lines.
+NOISY = (
+    b": keepalive\n\n"
+    + b"".join(b"data: " + e + b"\n\n" for e in EVENTS[:3])
+    + b": ping\n\n"
+    + b"data: "
+    + EVENTS[3].replace(b'"delta":', b'"delta":\ndata: ')
+    + b"\n\n"
+    + b"".join(b"data: " + e + b"\n\n" for e in EVENTS[4:])
+    + b"data: [DONE]\n\n"
+)
 
 
 def run(pieces: list[bytes]) -> tuple[bytes, list[tuple[bool, bool, bool]], str, int]:
@@ -44,6 +55,16 @@ def test_any_split_relays_the_same_bytes_and_signals(pieces: list[bytes]) -> Non
     assert completion == WHOLE[3] == 6
     assert any(c for c, _, _ in signals)
     assert signals[-1][2]  # done
+
+
+@given(splits(NOISY))
+def test_comments_and_multi_line_events_give_the_same_text_for_any_split(
+    pieces: list[bytes],
+) -> None:
+    _, signals, text, completion = run([p for p in pieces if p])
+    assert text == WHOLE[2]
+    assert completion == 6
+    assert signals[-1][2]
 
 
 def test_whole_events_are_relayed_as_the_same_bytes_minus_the_unasked_usage_chunk() -> None:
