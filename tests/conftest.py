@@ -6,6 +6,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fakes.anthropic_upstream import FakeAnthropic
+from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI, Script
 from prometheus_client import CollectorRegistry
 
@@ -33,6 +35,9 @@ class Running:
 SidecarFactory = Callable[[dict[str, str]], Awaitable[Running]]
 FakeFactory = Callable[..., Awaitable[FakeOpenAI]]
 
+# Twenty words: a stream that breaks `after=3` deltas has committed and still had more to say.
+LONG = " ".join(f"w{i}" for i in range(20))
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeFactory]:
@@ -46,6 +51,20 @@ async def fake() -> AsyncIterator[FakeFactory]:
     yield make
     for f in started:
         await f.stop()
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropic]:
+    f = await FakeAnthropic().start()
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def bedrock() -> AsyncIterator[FakeBedrock]:
+    f = await FakeBedrock().start()
+    yield f
+    await f.stop()
 
 
 @pytest.fixture
@@ -70,6 +89,14 @@ async def sidecar() -> AsyncIterator[SidecarFactory]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+def tokens(sc: Running, backend: str) -> tuple[float, float]:
+    labels = {"chain": "default", "backend": backend}
+    return (
+        sc.metric("llm_sidecar_tokens_total", type="prompt", **labels),
+        sc.metric("llm_sidecar_tokens_total", type="completion", **labels),
+    )
 
 
 def chain_env(*fakes: FakeOpenAI, **extra: str) -> dict[str, str]:

@@ -3,14 +3,13 @@
 openai SDK → anthropic and bedrock; anthropic SDK → openai-compatible, bedrock and anthropic.
 """
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 from backends.kinds import chain
-from conftest import FakeFactory, Running, SidecarFactory
+from conftest import LONG, FakeFactory, Running, SidecarFactory, tokens
 from fakes.anthropic_upstream import FakeAnthropic, overloaded
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
@@ -26,21 +25,6 @@ WEATHER: ChatCompletionToolParam = {
     "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
 }
 TOKEN = "sidecar-inbound-token"
-LONG = " ".join(f"w{i}" for i in range(20))
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    f = await FakeAnthropic().start()
-    yield f
-    await f.stop()
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    f = await FakeBedrock().start()
-    yield f
-    await f.stop()
 
 
 @pytest.fixture
@@ -59,14 +43,6 @@ def anthropic_client(sc: Running) -> anthropic.AsyncAnthropic:
 
 async def sidecar_for(sidecar: SidecarFactory, *members: tuple[str, Any]) -> Running:
     return await sidecar(chain(*members, SIDECAR_AUTH_TOKEN=TOKEN))
-
-
-def tokens(sc: Running, backend: str) -> tuple[float, float]:
-    labels = {"chain": "default", "backend": backend}
-    return (
-        sc.metric("llm_sidecar_tokens_total", type="prompt", **labels),
-        sc.metric("llm_sidecar_tokens_total", type="completion", **labels),
-    )
 
 
 # --- openai SDK → anthropic, bedrock

@@ -1,13 +1,12 @@
 """POST /v1/messages (Anthropic callers) served by every backend kind, over loopback."""
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from backends.kinds import ANTHROPIC_KEY, OPENAI_KEY, chain
-from conftest import FakeFactory, Running, SidecarFactory, post
+from conftest import LONG, FakeFactory, SidecarFactory, post, tokens
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
@@ -15,21 +14,6 @@ from fakes.bedrock_upstream import Script as BScript
 from fakes.openai_upstream import Script as OScript
 
 PATH = "/v1/messages"
-LONG = " ".join(f"w{i}" for i in range(20))
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    f = await FakeAnthropic().start()
-    yield f
-    await f.stop()
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    f = await FakeBedrock().start()
-    yield f
-    await f.stop()
 
 
 def message(stream: bool = False, model: str = "claude-test", **extra: Any) -> dict[str, Any]:
@@ -58,14 +42,6 @@ def events(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 def text_of(evs: list[tuple[str, dict[str, Any]]]) -> str:
     return "".join(d["delta"].get("text", "") for n, d in evs if n == "content_block_delta")
-
-
-def tokens(sc: Running, backend: str) -> tuple[float, float]:
-    labels = {"chain": "default", "backend": backend}
-    return (
-        sc.metric("llm_sidecar_tokens_total", type="prompt", **labels),
-        sc.metric("llm_sidecar_tokens_total", type="completion", **labels),
-    )
 
 
 # --- anthropic kind: the caller's own dialect

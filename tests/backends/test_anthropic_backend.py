@@ -1,27 +1,26 @@
 """Kind `anthropic` behind OpenAI callers, over loopback: translation, streams, errors, fallback."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from backends.kinds import ANTHROPIC_KEY, chain
-from conftest import FakeFactory, Running, SidecarFactory, chat, post, sse_data, streamed_text
+from conftest import (
+    LONG,
+    FakeFactory,
+    Running,
+    SidecarFactory,
+    chat,
+    post,
+    sse_data,
+    streamed_text,
+)
 from fakes.anthropic_upstream import FakeAnthropic, Script, overloaded, rate_limited
 from fakes.openai_upstream import Script as OScript
 
 from sidecar.backends.anthropic import AnthropicSource, AnthropicStream
 from sidecar.backends.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
-
-LONG = " ".join(f"w{i}" for i in range(20))
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    f = await FakeAnthropic().start()
-    yield f
-    await f.stop()
 
 
 def tokens(sc: Running, backend: str, kind: str) -> float:

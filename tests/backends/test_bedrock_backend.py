@@ -1,27 +1,26 @@
 """Kind `bedrock` through aiobotocore against the fake Bedrock on loopback."""
 
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from backends.kinds import AWS_SECRET, BEDROCK_MODEL, chain
-from conftest import FakeFactory, Running, SidecarFactory, chat, post, sse_data, streamed_text
+from conftest import (
+    LONG,
+    FakeFactory,
+    Running,
+    SidecarFactory,
+    chat,
+    post,
+    sse_data,
+    streamed_text,
+)
 from fakes.bedrock_upstream import FakeBedrock, Script
 
 from sidecar.backends.bedrock import BedrockSource
 from sidecar.backends.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
-
-LONG = " ".join(f"w{i}" for i in range(20))
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    f = await FakeBedrock().start()
-    yield f
-    await f.stop()
 
 
 def tokens(sc: Running, backend: str, kind: str) -> float:
