@@ -34,7 +34,7 @@ from sidecar.backends.pivot import (
     Item,
     OpenAISink,
     PivotStream,
-    Source,
+    SSESource,
     anthropic_error_event,
     anthropic_stream_error_type,
     json_object,
@@ -258,19 +258,13 @@ class AnthropicStream(StreamAdapter):
         return _MESSAGE_STOP
 
 
-class AnthropicSource(Source):
+class AnthropicSource(SSESource):
     """Anthropic SSE read into OpenAI chunks, for OpenAI callers."""
 
     def __init__(self, *, model: str, include_usage: bool) -> None:
-        self._decoder = SSEDecoder()
+        super().__init__()
         self._tr = AnthropicToOpenAIStream(model=model, include_usage=include_usage)
         self._include_usage = include_usage
-
-    def feed(self, data: Any) -> list[Item]:
-        return self._items(self._decoder.feed(data))
-
-    def end(self) -> list[Item]:
-        return self._items(self._decoder.flush())
 
     def _items(self, events: list[SSEEvent]) -> list[Item]:
         items: list[Item] = []

@@ -28,7 +28,7 @@ from sidecar.backends.pivot import (
     InBandError,
     Item,
     PivotStream,
-    Source,
+    SSESource,
     json_object,
     malformed,
 )
@@ -40,7 +40,7 @@ from sidecar.dialects.anthropic import (
 )
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 from sidecar.dialects.openai import OpenAIStream, usage_of
-from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.dialects.sse import SSEEvent
 from sidecar.failure import classify_error_event
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
@@ -160,18 +160,12 @@ class OpenAIBackend(BackendAdapter):
         return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
 
 
-class OpenAISource(Source):
+class OpenAISource(SSESource):
     """OpenAI SSE read as chunks, for Anthropic callers."""
 
     def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+        super().__init__()
         self._usage = Usage()
-
-    def feed(self, data: Any) -> list[Item]:
-        return self._items(self._decoder.feed(data))
-
-    def end(self) -> list[Item]:
-        return self._items(self._decoder.flush())
 
     def _items(self, events: list[SSEEvent]) -> list[Item]:
         items: list[Item] = []

@@ -17,6 +17,7 @@ import orjson
 from sidecar.backends.base import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.anthropic import OpenAIToAnthropicStream, openai_error_to_anthropic
 from sidecar.dialects.openai import DONE, error_event
+from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass
 
 JSON = dict[str, Any]
@@ -95,6 +96,22 @@ class Source(ABC):
     @property
     @abstractmethod
     def usage(self) -> Usage: ...
+
+
+class SSESource(Source):
+    """A Source over SSE: what is left in the decoder at EOF is read like the rest."""
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+
+    def feed(self, data: Any) -> list[Item]:
+        return self._items(self._decoder.feed(data))
+
+    def end(self) -> list[Item]:
+        return self._items(self._decoder.flush())
+
+    @abstractmethod
+    def _items(self, events: list[SSEEvent]) -> list[Item]: ...
 
 
 class Sink(ABC):
