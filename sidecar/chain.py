@@ -306,8 +306,7 @@ class FallbackChain:
             headers = m.adapter.response_headers(resp.headers)
             out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
         out.usage = answer.usage
-        series.prompt_tokens.inc(answer.usage.prompt)
-        series.completion_tokens.inc(answer.usage.completion)
+        series.count_tokens(answer.usage.prompt, answer.usage.completion)
         return None
 
     async def _error(self, m: Member, call: Call, resp: UpstreamResponse) -> Failure:

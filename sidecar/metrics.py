@@ -29,6 +29,13 @@ class BackendSeries:
     recovery_success: Counter
     recovery_failure: Counter
 
+    def count_tokens(self, prompt: int, completion: int) -> None:
+        # Each inc takes a lock: skip the ones that add nothing.
+        if prompt:
+            self.prompt_tokens.inc(prompt)
+        if completion:
+            self.completion_tokens.inc(completion)
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:

@@ -150,6 +150,4 @@ class StreamRelay:
 
     def _close(self, c: Committed) -> None:
         c.response.close()
-        usage = c.adapter.usage
-        c.series.prompt_tokens.inc(usage.prompt)
-        c.series.completion_tokens.inc(usage.completion)
+        c.series.count_tokens(c.adapter.usage.prompt, c.adapter.usage.completion)

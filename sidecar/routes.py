@@ -87,6 +87,8 @@ class Proxy:
         self.streams: set[StreamRelay] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Read at scrape time: nothing to update on the request path.
+        metrics.inflight.set_function(lambda: self.inflight)
         self._token = s.auth_token.get_secret_value().encode() if s.auth_token else None
         self._models = _model_list(config)
         self._model_required = {
@@ -111,7 +113,6 @@ class Proxy:
         outcome: Outcome | None = None
         self.inflight += 1
         self._idle.clear()
-        self.metrics.inflight.inc()
         try:
             outcome, resp = await self._serve(request, request_id, inbound)
             status = resp.status
@@ -126,7 +127,6 @@ class Proxy:
             self.inflight -= 1
             if not self.inflight:
                 self._idle.set()
-            self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
             self._observe(inbound, status, elapsed)
             if self.access_log.enabled:

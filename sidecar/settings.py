@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -220,6 +219,8 @@ def _backends_list(value: str) -> list[tuple[str, str]]:
 
 
 def _yaml_chains(path: Path) -> dict[str, list[tuple[str, str]]]:
+    import yaml  # only when a chains file is configured
+
     var = "SIDECAR_CONFIG"
     try:
         doc = yaml.safe_load(path.read_text())
