@@ -27,6 +27,7 @@ from sidecar.backends.base import (
     Untranslatable,
     UpstreamRequest,
     Usage,
+    json_object_body,
 )
 from sidecar.backends.pivot import (
     END,
@@ -115,7 +116,7 @@ class AnthropicBackend(BackendAdapter):
         return call.model or self.model_for(None) or ""
 
     def answer(self, call: Call, body: bytes) -> Answer:
-        parsed = _json_body(body)
+        parsed = json_object_body(body)
         if not isinstance(parsed.get("content"), list):
             raise InvalidResponse("upstream answered 2xx without content")
         usage = parsed.get("usage")
@@ -144,16 +145,6 @@ class AnthropicBackend(BackendAdapter):
 
     def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidResponse("upstream answered 2xx with a body that is not JSON") from None
-    if not isinstance(parsed, dict):
-        raise InvalidResponse("upstream answered 2xx with a body that is not a JSON object")
-    return parsed
 
 
 def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:

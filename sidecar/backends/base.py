@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sidecar.call import Call, Dialect, Route
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend
@@ -42,6 +44,16 @@ class Answer:
 
 class InvalidResponse(Exception):
     """A 2xx upstream body that cannot be read."""
+
+
+def json_object_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse("upstream answered 2xx with a body that is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidResponse("upstream answered 2xx with a body that is not a JSON object")
+    return parsed
 
 
 class Untranslatable(Exception):

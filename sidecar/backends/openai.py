@@ -21,6 +21,7 @@ from sidecar.backends.base import (
     Untranslatable,
     UpstreamRequest,
     Usage,
+    json_object_body,
 )
 from sidecar.backends.pivot import (
     END,
@@ -119,12 +120,7 @@ class OpenAIBackend(BackendAdapter):
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.PASSTHROUGH:
             return Answer(body)
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise InvalidResponse("upstream answered 2xx with a body that is not JSON") from None
-        if not isinstance(parsed, dict):
-            raise InvalidResponse("upstream answered 2xx with a body that is not a JSON object")
+        parsed = json_object_body(body)
         if call.route is Route.CHAT_COMPLETIONS and not isinstance(parsed.get("choices"), list):
             raise InvalidResponse("upstream answered 2xx without choices")
         answer = Answer(body)
