@@ -25,7 +25,6 @@ from sidecar.redact import Redactor
 from sidecar.routes import Proxy
 from sidecar.settings import Backend, Config
 from sidecar.upstream import Upstream
-from sidecar.upstream_bedrock import BedrockUpstream
 
 _STREAM_ABORT_WAIT_S = 1.0
 
@@ -80,7 +79,13 @@ class Sidecar:
             retry_after_max_s=s.retry_after_max_s,
             on_change=on_change,
         )
-        upstream = BedrockUpstream(b) if b.settings.kind == "bedrock" else Upstream(b)
+        if b.settings.kind == "bedrock":
+            # aiobotocore and the Bedrock translations load only when a bedrock backend exists.
+            from sidecar.upstream_bedrock import BedrockUpstream
+
+            upstream: Upstream = BedrockUpstream(b)
+        else:
+            upstream = Upstream(b)
         return Member(b, adapter_for(b), upstream, circuit)
 
     def _proxy_server(self) -> web.Server:

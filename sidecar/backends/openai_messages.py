@@ -1,0 +1,108 @@
+"""Anthropic callers (`/v1/messages`) on OpenAI-family backends: the chat completions operation,
+translated both ways. Imported on the first such request, so that a sidecar serving only OpenAI
+callers never loads the Anthropic translations.
+"""
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sidecar.backends.base import (
+    InvalidResponse,
+    StreamAdapter,
+    Untranslatable,
+    UpstreamRequest,
+    Usage,
+)
+from sidecar.backends.pivot import (
+    END,
+    AnthropicSink,
+    InBandError,
+    Item,
+    PivotStream,
+    SSESource,
+    json_object,
+    malformed,
+)
+from sidecar.call import Call, Route
+from sidecar.dialects.anthropic import (
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.openai import usage_of
+from sidecar.dialects.sse import SSEEvent
+from sidecar.failure import classify_error_event
+
+if TYPE_CHECKING:
+    from sidecar.backends.openai import OpenAIBackend
+
+
+def build(backend: "OpenAIBackend", call: Call) -> UpstreamRequest:
+    assert call.body is not None
+    try:
+        body = anthropic_request_to_openai(call.body)
+    except TranslationError as e:
+        raise Untranslatable(e.message, e.param) from None
+    model = backend.sent_model(call)
+    if model is not None:
+        body["model"] = model
+    headers = {k: v for k, v in call.headers.items() if not k.startswith("anthropic-")}
+    headers.update(backend.static_headers)
+    headers["x-request-id"] = call.request_id
+    # url() rules (Azure's included) are per route; Anthropic callers get chat completions.
+    url = backend.url(dataclasses.replace(call, route=Route.CHAT_COMPLETIONS))
+    return UpstreamRequest(call.method, url, headers, orjson.dumps(body))
+
+
+def answer(backend: "OpenAIBackend", call: Call, parsed: dict[str, Any]) -> bytes:
+    if not isinstance(parsed.get("choices"), list):
+        raise InvalidResponse("upstream answered 2xx without choices")
+    try:
+        return orjson.dumps(openai_response_to_anthropic(parsed, model=backend.caller_model(call)))
+    except InvalidUpstreamResponse as e:
+        raise InvalidResponse(e.message) from None
+
+
+def error_body(status: int, body: bytes) -> bytes:
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = body
+    return orjson.dumps(openai_error_to_anthropic(status, parsed))
+
+
+def stream(backend: "OpenAIBackend", call: Call) -> StreamAdapter:
+    return PivotStream(OpenAISource(), AnthropicSink(model=backend.caller_model(call)))
+
+
+class OpenAISource(SSESource):
+    """OpenAI SSE read as chunks, for Anthropic callers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage = Usage()
+
+    def _items(self, events: list[SSEEvent]) -> list[Item]:
+        items: list[Item] = []
+        for ev in events:
+            if ev.data == "[DONE]":
+                items.append(END)
+                break
+            obj = json_object(ev.data)
+            if obj is None:
+                items.append(malformed())
+                break
+            if "error" in obj:
+                items.append(InBandError(classify_error_event(obj), obj))
+                break
+            if (usage := usage_of(obj)) is not None:
+                self._usage = usage
+            items.append(obj)
+        return items
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
