@@ -493,3 +493,17 @@ async def test_embeddings_go_through_the_chain(
     assert r.json["data"][0]["embedding"] == [0.1, 0.2, 0.3]
     assert b.seen[0].path == "/v1/embeddings"
     assert r.headers["x-sidecar-failures"] == "b0=server_error"
+
+
+async def test_stream_body_keeps_the_callers_bytes_after_the_usage_option(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    raw = b'  {"model":"gpt-test", "stream": true,  "messages":[{"role":"user","content":"hi"}]}'
+    headers = {"content-type": "application/json"}
+    async with http.post(sc.url + "/v1/chat/completions", data=raw, headers=headers) as r:
+        assert r.status == 200
+        await r.read()
+    sent = a.seen[0].body
+    assert sent == b'{"stream_options":{"include_usage":true},' + raw.lstrip()[1:]

@@ -26,6 +26,7 @@ from sidecar.dialects.openai import OpenAIStream, usage_of
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
 _RELAYED_HEADERS = ("x-ratelimit-",)
+_USAGE_FIRST = b'{"stream_options":{"include_usage":true},'
 
 
 class OpenAIBackend(BackendAdapter):
@@ -67,8 +68,12 @@ class OpenAIBackend(BackendAdapter):
             return call.raw
         model = self.sent_model(call)
         add_usage = call.stream and not call.include_usage
-        if model == body.get("model") and not add_usage:
-            return call.raw
+        if model == body.get("model"):
+            if not add_usage:
+                return call.raw
+            if "stream_options" not in body:
+                # The one change is a new key: put it first rather than re-encode the body.
+                return _USAGE_FIRST + call.raw.lstrip()[1:]
         changed = dict(body)
         if model is not None:
             changed["model"] = model

@@ -65,6 +65,27 @@ def usage_of(obj: Any) -> Usage | None:
     )
 
 
+_PLAIN_DELTA = frozenset({"role", "content"})
+
+
+def _plain(obj: dict[str, Any]) -> bool:
+    """The common chunk: one choice, a delta of at most role and content, no error or usage."""
+    if "error" in obj or obj.get("usage") is not None:
+        return False
+    choices = obj.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return False
+    choice = choices[0]
+    delta = choice.get("delta") if type(choice) is dict else None
+    return type(delta) is dict and _PLAIN_DELTA.issuperset(delta)
+
+
+def _flush(out: list[bytes], data: bytes, start: int, end: int) -> list[bytes]:
+    if start < end:
+        out.append(data[start:end])
+    return out
+
+
 def _opening(choices: list[Any]) -> bool:
     # A role-only first chunk: `delta: {"role": "assistant", "content": ""}` and no finish.
     for choice in choices:
@@ -105,6 +126,49 @@ class OpenAIStream(StreamAdapter):
         return self._events(self._decoder.flush(), StreamStep(), [])
 
     def _fast(self, data: bytes, parts: list[bytes]) -> StreamStep:
+        if len(parts) < 4:
+            return self._each(data, parts)
+        done = parts[-1] == b"data: [DONE]"
+        events = parts[:-1] if done else parts
+        payloads = [p[6:] for p in events if p[:6] == b"data: "]
+        if len(payloads) == len(events):
+            # One parse for the whole chunk. Exact: with as many objects as events, and each
+            # a dict, no payload can have merged with or split into another.
+            try:
+                objs = orjson.loads(b"[" + b",".join(payloads) + b"]")
+            except orjson.JSONDecodeError:
+                objs = None
+            if objs is not None and len(objs) == len(payloads):
+                return self._batch(data, parts, objs, payloads, done)
+        return self._each(data, parts)
+
+    def _batch(
+        self, data: bytes, parts: list[bytes], objs: list[Any], payloads: list[bytes], done: bool
+    ) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        # Unchanged events are relayed as slices of `data`: [run, pos).
+        run = pos = 0
+        for i, obj in enumerate(objs):
+            end = pos + len(parts[i]) + 2
+            event = self._event(obj, payloads[i], step)
+            if event is _KEEP:
+                pos = end
+                continue
+            _flush(out, data, run, pos)
+            if event is None:
+                step.out = b"".join(out)
+                return step
+            if event:
+                out.append(event)
+            run = pos = end
+        if done:
+            step.done = True
+            pos = len(data)
+        step.out = data if run == 0 and pos == len(data) else b"".join(_flush(out, data, run, pos))
+        return step
+
+    def _each(self, data: bytes, parts: list[bytes]) -> StreamStep:
         step = StreamStep()
         out: list[bytes] = []
         same = True
@@ -161,6 +225,15 @@ class OpenAIStream(StreamAdapter):
 
     def _event(self, obj: Any, raw: bytes, step: StreamStep) -> bytes | None:
         """The event to relay: `_KEEP` (unchanged), b"" (dropped) or new bytes; None stops."""
+        if type(obj) is dict and not self.resume and _plain(obj):
+            choice = obj["choices"][0]
+            if choice.get("finish_reason"):
+                step.finished = True
+            content = choice["delta"].get("content")
+            if content:
+                step.content = True
+                self.text.append(content)
+            return _KEEP
         if not isinstance(obj, dict):
             msg = "upstream sent a malformed stream event"
             step.error = (FailureClass.INVALID_RESPONSE, error_event(msg, "invalid_response"))
