@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sidecar.chain import Committed, Reply
 from sidecar.failure import FailureClass
-from sidecar.upstream import UpstreamError
+from sidecar.upstream import UpstreamError, UpstreamResponse
 
 F = FailureClass
 
@@ -98,16 +98,28 @@ class StreamRelay:
     async def _pump(
         self, resp: web.StreamResponse, c: Committed, idle_timeout: float
     ) -> Broken | None:
+        dog = _IdleWatchdog(c.response, idle_timeout)
+        try:
+            return await self._watched(resp, c, dog)
+        finally:
+            dog.stop()
+
+    async def _watched(
+        self, resp: web.StreamResponse, c: Committed, dog: "_IdleWatchdog"
+    ) -> Broken | None:
         adapter = c.adapter
         finished = c.step.finished
+        now = asyncio.get_running_loop().time
         while True:
             try:
-                async with asyncio.timeout(idle_timeout):
-                    chunk = await c.response.chunk()
-            except TimeoutError:
-                return Broken(F.STREAM_TIMEOUT, "upstream stream stalled")
+                chunk = await c.response.chunk()
             except UpstreamError:
+                chunk = None
+            if dog.fired:
+                return Broken(F.STREAM_TIMEOUT, "upstream stream stalled")
+            if chunk is None:
                 return Broken(F.STREAM_INTERRUPTED, "upstream stream was cut off")
+            dog.seen = now()
             step = adapter.feed(chunk) if chunk else adapter.end()
             if step.out:
                 await resp.write(step.out)
@@ -151,3 +163,30 @@ class StreamRelay:
     def _close(self, c: Committed) -> None:
         c.response.close()
         c.series.count_tokens(c.adapter.usage.prompt, c.adapter.usage.completion)
+
+
+class _IdleWatchdog:
+    """`STREAM_IDLE_TIMEOUT_S` with one timer per stream rather than one per read: a read only
+    stamps the time, and the timer, when due, re-arms itself or closes the upstream response,
+    which ends the pending read."""
+
+    __slots__ = ("_handle", "_idle", "_loop", "_response", "fired", "seen")
+
+    def __init__(self, response: UpstreamResponse, idle: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = idle
+        self._response = response
+        self.fired = False
+        self.seen = self._loop.time()
+        self._handle = self._loop.call_at(self.seen + idle, self._check)
+
+    def _check(self) -> None:
+        due = self.seen + self._idle
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self.fired = True
+        self._response.close()
+
+    def stop(self) -> None:
+        self._handle.cancel()
