@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -77,6 +78,11 @@ async def serve(config: Config) -> int:
         log.error("cannot listen: %s", e.strerror or e)
         await sidecar.stop()
         return EXIT_RUNTIME
+    # What exists now lives as long as the process: keep it out of every collection. Requests
+    # allocate many short-lived containers that reference counting frees; collecting the young
+    # generation less often cost streams about 4 % less CPU in `make bench` runs.
+    gc.freeze()
+    gc.set_threshold(5000, 20, 20)
     s = config.settings
     log.info(
         "listening",
