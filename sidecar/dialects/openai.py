@@ -80,6 +80,11 @@ def _plain(obj: dict[str, Any]) -> bool:
     return type(delta) is dict and _PLAIN_DELTA.issuperset(delta)
 
 
+def _span(parts: list[bytes], start: int, end: int) -> int:
+    """Bytes taken by events parts[start:end], each with its blank line."""
+    return sum(len(p) for p in parts[start:end]) + 2 * (end - start)
+
+
 def _flush(out: list[bytes], data: bytes, start: int, end: int) -> list[bytes]:
     if start < end:
         out.append(data[start:end])
@@ -147,14 +152,33 @@ class OpenAIStream(StreamAdapter):
     ) -> StreamStep:
         step = StreamStep()
         out: list[bytes] = []
-        # Unchanged events are relayed as slices of `data`: [run, pos).
-        run = pos = 0
+        text = self.text
+        plain = not self.resume
+        # Unchanged events are relayed as slices of `data`; offsets are only worked out where an
+        # event changes, which is rare (the usage chunk the caller did not ask for).
+        run = pos = 0  # byte offsets of the current unchanged run, [run, pos)
+        seen = 0  # events whose bytes are accounted in pos
         for i, obj in enumerate(objs):
-            end = pos + len(parts[i]) + 2
+            # The common chunk, inline: this loop runs once per streamed event.
+            if plain and type(obj) is dict and "error" not in obj and obj.get("usage") is None:
+                choices = obj.get("choices")
+                if type(choices) is list and len(choices) == 1:
+                    choice = choices[0]
+                    delta = choice.get("delta") if type(choice) is dict else None
+                    if type(delta) is dict and _PLAIN_DELTA.issuperset(delta):
+                        if choice.get("finish_reason"):
+                            step.finished = True
+                        content = delta.get("content")
+                        if content:
+                            step.content = True
+                            text.append(content)
+                        continue
             event = self._event(obj, payloads[i], step)
             if event is _KEEP:
-                pos = end
                 continue
+            pos += _span(parts, seen, i)
+            end = pos + len(parts[i]) + 2
+            seen = i + 1
             _flush(out, data, run, pos)
             if event is None:
                 step.out = b"".join(out)
@@ -164,8 +188,10 @@ class OpenAIStream(StreamAdapter):
             run = pos = end
         if done:
             step.done = True
-            pos = len(data)
-        step.out = data if run == 0 and pos == len(data) else b"".join(_flush(out, data, run, pos))
+        if run == 0:
+            step.out = data
+        else:
+            step.out = b"".join(_flush(out, data, run, len(data)))
         return step
 
     def _each(self, data: bytes, parts: list[bytes]) -> StreamStep:

@@ -77,3 +77,23 @@ def test_crlf_streams_take_the_slow_path_and_give_the_same_events() -> None:
     out, _, text, _ = run([crlf])
     assert out == WHOLE[0]
     assert text == WHOLE[2]
+
+
+def test_a_chunk_of_many_events_relays_what_the_same_events_relay_one_by_one() -> None:
+    annotation = orjson.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "finish_reason": None, "content_filter_results": {}}],
+        }
+    )
+    events = [*EVENTS[:3], annotation, *EVENTS[3:]]
+    whole = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    one_by_one = [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+    batched, by_event = run([whole]), run(one_by_one)
+    assert batched[0] == by_event[0]
+    assert batched[2:] == by_event[2:]
+    assert b'"delta":{}' in batched[0]
+    assert orjson.dumps(usage_chunk("m", 6)) not in batched[0]
