@@ -67,6 +67,7 @@ class Inbound:
     dialect: Dialect
     chain: str = "none"
     model: str | None = None
+    outcome: Outcome | None = None
 
 
 class Proxy:
@@ -110,11 +111,10 @@ class Proxy:
         request_id = _request_id(request)
         inbound = _route_of(request.path)
         status = 499
-        outcome: Outcome | None = None
         self.inflight += 1
         self._idle.clear()
         try:
-            outcome, resp = await self._serve(request, request_id, inbound)
+            resp = await self._serve(request, request_id, inbound)
             status = resp.status
             return resp
         except Rejected as e:
@@ -122,6 +122,8 @@ class Proxy:
             return _rejection(e, inbound.dialect, request_id)
         except asyncio.CancelledError:
             self.metrics.disconnects.labels(inbound.route.value).inc()
+            if inbound.outcome is not None and inbound.outcome.stream is not None:
+                status = 200  # the stream had started: that is what the caller got
             raise
         finally:
             self.inflight -= 1
@@ -131,12 +133,12 @@ class Proxy:
             self._observe(inbound, status, elapsed)
             if self.access_log.enabled:
                 self.access_log.write(
-                    _fields(request, request_id, inbound, outcome, status, elapsed)
+                    _fields(request, request_id, inbound, inbound.outcome, status, elapsed)
                 )
 
     async def _serve(
         self, request: web.BaseRequest, request_id: str, inbound: Inbound
-    ) -> tuple[Outcome | None, web.StreamResponse]:
+    ) -> web.StreamResponse:
         if self.inflight > self.settings.max_inflight:
             raise Rejected(503, "too many requests in flight", "overloaded", {"retry-after": "1"})
         self._authorize(request)
@@ -148,22 +150,22 @@ class Proxy:
             raise Rejected(405, f"{request.method} is not allowed on {request.path}", "method")
         if route is Route.MODELS:
             inbound.chain = "none"
-            return None, _json(200, {"object": "list", "data": self._models}, request_id)
+            return _json(200, {"object": "list", "data": self._models}, request_id)
         raw = await self._body(request)
         call = self._call(request, request_id, inbound, raw)
         chain = self.chains[call.chain]
-        outcome = await chain.forward(call)
+        outcome = inbound.outcome = await chain.forward(call)
         headers = {"x-request-id": request_id, **outcome.headers()}
         if outcome.stream is not None:
             relay = StreamRelay(outcome.stream)
             self.streams.add(relay)
             try:
                 idle = outcome.stream.member.config.settings.stream_idle_timeout_s
-                return outcome, await relay.run(request, headers, idle)
+                return await relay.run(request, headers, idle)
             finally:
                 self.streams.discard(relay)
         assert outcome.reply is not None
-        return outcome, reply(outcome.reply, headers)
+        return reply(outcome.reply, headers)
 
     def _authorize(self, request: web.BaseRequest) -> None:
         if self._token is None:

@@ -90,6 +90,10 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
     assert a.cancelled, "the upstream never saw the disconnect"
     assert a.cancelled[0] - closed_at < 0.2
     assert sc.metric("llm_sidecar_client_disconnects_total", route="chat_completions") == 1
+    await asyncio.sleep(0.05)
+    labels = {"route": "chat_completions", "chain": "default"}
+    assert sc.metric("llm_sidecar_requests_total", status="200", **labels) == 1
+    assert [x["backend"] for x in sc.log_lines()[0]["attempts"]] == ["b0"]
 
 
 async def test_client_disconnect_before_commit_cancels_and_starts_no_fallback(
@@ -113,6 +117,8 @@ async def test_client_disconnect_before_commit_cancels_and_starts_no_fallback(
     assert b.seen == []
     assert sc.metric("llm_sidecar_client_disconnects_total", route="chat_completions") == 1
     assert sc.app.proxy.inflight == 0
+    labels = {"route": "chat_completions", "chain": "default"}
+    assert sc.metric("llm_sidecar_requests_total", status="499", **labels) == 1
 
 
 async def test_committed_stream_keeps_going_past_the_request_budget(
