@@ -1,6 +1,7 @@
 """Inbound hygiene: errors the sidecar writes itself, chain selection, headers, pass-through."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -328,3 +329,42 @@ async def test_passthrough_event_streams_are_relayed_as_they_arrive(
     async with http.post(sc.url + "/v1/responses", json={"model": "m", "stream": True}) as r:
         assert r.headers.getall("content-type") == ["text/event-stream"]
         assert await r.read() == events
+
+
+async def test_idle_and_slow_header_connections_are_closed(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(text="a b c d e f", chunk_delay_s=0.15))
+    sc = await sidecar(chain_env(a, SIDECAR_IDLE_TIMEOUT_S="0.4"))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()
+    # A stream longer than the idle timeout is not cut by it.
+    r = await post(http, sc.url, chat(stream=True))
+    assert r.text.rstrip().endswith("data: [DONE]")
+
+
+async def test_slow_headers_and_slow_bodies_do_not_starve_normal_requests(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    port = int(sc.url.rsplit(":", 1)[1])
+    slow = []
+    for i in range(60):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        if i % 2:  # a complete head, then a body that never comes
+            head += b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        writer.write(head)
+        slow.append(writer)
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    r = await post(http, sc.url, chat())
+    assert r.status == 200
+    assert time.monotonic() - t0 < 1.0
+    for w in slow:
+        w.close()
