@@ -288,7 +288,7 @@ def _banner(url: str, admin: str, status: dict[str, Any]) -> str:
 Try it:
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
        -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]}}' -i
-  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \
+  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\
        -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
   curl -s {url}/v1/messages -H 'content-type: application/json' \\
        -d '{{"model":"claude-demo","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}]}}'
