@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -218,8 +219,8 @@ class Proxy:
             route=route,
             dialect=inbound.dialect,
             method=request.method,
-            path=request.path[4:],
-            query=request.query_string,
+            path=_raw_tail(request) if route is Route.PASSTHROUGH else "",
+            query=request.rel_url.raw_query_string,
             raw=raw,
             body=body,
             stream=stream,
@@ -254,6 +255,15 @@ def _route_of(path: str) -> Inbound:
     if path.startswith("/v1/") and len(path) > 4:
         return Inbound(Route.PASSTHROUGH, Dialect.OPENAI)
     return Inbound(Route.OTHER, Dialect.OPENAI)
+
+
+def _raw_tail(request: web.BaseRequest) -> str:
+    """The path after `/v1/` as the caller encoded it: pass-through sends these bytes on, and
+    never lets a dot segment climb out of the backend's base URL."""
+    tail = request.rel_url.raw_path[4:]
+    if any(unquote(segment) in (".", "..") for segment in tail.split("/")):
+        raise Rejected(400, "the path may not contain '.' or '..' segments", "invalid_path")
+    return tail
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from types import TracebackType
 
 import aiohttp
+from yarl import URL
 
 from sidecar.backends.base import UpstreamRequest
 from sidecar.failure import FailureClass
@@ -109,7 +110,7 @@ class Upstream:
         try:
             resp = await self._session.request(
                 req.method,
-                req.url,
+                URL(req.url, encoded=True) if req.encoded else req.url,
                 headers=req.headers,
                 data=req.body or None,
                 allow_redirects=False,

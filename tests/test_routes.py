@@ -368,3 +368,38 @@ async def test_slow_headers_and_slow_bodies_do_not_starve_normal_requests(
     assert time.monotonic() - t0 < 1.0
     for w in slow:
         w.close()
+
+
+async def test_passthrough_sends_the_callers_encoded_path_and_query_unchanged(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /v1/files/abc%2Fdef?x=a%26b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    await reader.read()
+    writer.close()
+    assert a.seen[0].raw_path == "/v1/files/abc%2Fdef?x=a%26b"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/%2e%2e/admin", "/v1/../admin", "/v1/x/%2E/y", "/v1/a/%2e%2e/%2e%2e/root"]
+)
+async def test_passthrough_refuses_dot_segments_that_would_leave_the_base_url(
+    fake: FakeFactory, sidecar: SidecarFactory, path: str
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"invalid_path" in answer
+    assert a.seen == []

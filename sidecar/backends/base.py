@@ -25,6 +25,8 @@ class UpstreamRequest:
     body: bytes
     # Bedrock's transport needs the parsed request; the HTTP transport ignores it.
     payload: Any = None
+    # The URL is already percent-encoded as it must go out (pass-through: the caller's bytes).
+    encoded: bool = False
 
 
 @dataclass(slots=True)

@@ -60,7 +60,10 @@ class OpenAIBackend(BackendAdapter):
         headers = dict(call.headers)
         headers.update(self.static_headers)
         headers["x-request-id"] = call.request_id
-        return UpstreamRequest(call.method, self.url(call), headers, self._body(call))
+        passthrough = call.route is Route.PASSTHROUGH
+        return UpstreamRequest(
+            call.method, self.url(call), headers, self._body(call), encoded=passthrough
+        )
 
     def _body(self, call: Call) -> bytes:
         body = call.body

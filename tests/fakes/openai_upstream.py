@@ -42,6 +42,7 @@ class Seen(JsonBody):
     query: str
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""
 
 
 class FakeOpenAI(Loopback[Script, Seen]):
@@ -56,7 +57,9 @@ class FakeOpenAI(Loopback[Script, Seen]):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        seen = Seen(request.path, request.query_string, lower_headers(request), body)
+        seen = Seen(
+            request.path, request.query_string, lower_headers(request), body, request.raw_path
+        )
         try:
             s = await self.take(seen)
             parsed = orjson.loads(body) if body[:1] == b"{" else {}
