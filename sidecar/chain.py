@@ -9,6 +9,7 @@ The chain knows no provider: backends translate, `upstream` does the I/O.
 """
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from sidecar.settings import Backend, GlobalSettings
 from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse, passthrough_headers
 
 F = FailureClass
+log = logging.getLogger("sidecar.chain")
 
 # The status a caller sees for a failure that had no HTTP status of its own.
 _STATUS_OF: dict[FailureClass, int] = {
@@ -164,6 +166,13 @@ class FallbackChain:
                 req = member.adapter.build(call)
             except Untranslatable as e:
                 untranslatable = untranslatable or e
+                self._skip(out, member, series, F.UNSUPPORTED)
+                continue
+            except Exception:  # a request shape the translation did not expect
+                log.warning("cannot translate a request for %s", member.name, exc_info=True)
+                untranslatable = untranslatable or Untranslatable(
+                    f"the request cannot be translated for backend {member.name!r}"
+                )
                 self._skip(out, member, series, F.UNSUPPORTED)
                 continue
             if not member.circuit.acquire():
@@ -298,6 +307,9 @@ class FallbackChain:
             answer = m.adapter.answer(call, body)
         except InvalidResponse as e:
             return Failure(F.INVALID_RESPONSE, str(e), status=resp.status)
+        except Exception:  # a shape the translation did not expect: the upstream's fault
+            log.warning("unreadable answer from %s", m.name, exc_info=True)
+            return Failure(F.INVALID_RESPONSE, "upstream answer has an unexpected shape")
         if passthrough:
             headers = passthrough_headers(resp.headers)
             content_type = headers.pop("content-type", None) or resp.content_type
@@ -341,7 +353,11 @@ class FallbackChain:
         head: list[bytes] = []
         while True:
             chunk = await resp.chunk()
-            step = adapter.feed(chunk) if chunk else adapter.end()
+            try:
+                step = adapter.feed(chunk) if chunk else adapter.end()
+            except Exception:  # a shape the translation did not expect: the upstream's fault
+                log.warning("unreadable stream event from %s", m.name, exc_info=True)
+                return Failure(F.INVALID_RESPONSE, "upstream stream event has an unexpected shape")
             committed = step.content or step.finished
             if step.error is not None and not committed:
                 cls, body = step.error
@@ -369,6 +385,8 @@ class FallbackChain:
         closed circuit gets the request plus the text already delivered as a trailing assistant
         message. One attempt only: a backend that rejects the prefill ends the recovery."""
         call = committed.call
+        if not all(isinstance(t, str) for t in committed.adapter.text):
+            return None
         text = "".join(committed.adapter.text)
         later = list(zip(self.members, self._series, strict=True))
         start = next(i for i, (m, _) in enumerate(later) if m is committed.member) + 1

@@ -12,6 +12,7 @@ gets the terminal error of the original failure, never the continuation's.
 """
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from sidecar.failure import FailureClass
 from sidecar.upstream import UpstreamError, UpstreamResponse
 
 F = FailureClass
+log = logging.getLogger("sidecar.relay")
 
 # Lower-case names throughout, so that a merge replaces rather than doubles a header.
 SSE_HEADERS = {
@@ -120,7 +122,11 @@ class StreamRelay:
             if chunk is None:
                 return Broken(F.STREAM_INTERRUPTED, "upstream stream was cut off")
             dog.seen = now()
-            step = adapter.feed(chunk) if chunk else adapter.end()
+            try:
+                step = adapter.feed(chunk) if chunk else adapter.end()
+            except Exception:  # a shape the translation did not expect: the upstream's fault
+                log.warning("unreadable stream event", exc_info=True)
+                return Broken(F.STREAM_INTERRUPTED, "upstream sent a malformed stream event")
             if step.out:
                 await resp.write(step.out)
             if step.error is not None:

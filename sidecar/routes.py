@@ -6,6 +6,7 @@ forwarded until the request is known to be well-formed.
 
 import asyncio
 import hmac
+import logging
 import random
 import re
 import time
@@ -25,6 +26,8 @@ from sidecar.metrics import Metrics
 from sidecar.relay import StreamRelay, reply
 from sidecar.settings import Config
 from sidecar.upstream import HOP_BY_HOP
+
+log = logging.getLogger("sidecar.routes")
 
 # path → (route, method, caller dialect)
 ROUTES: dict[str, tuple[Route, str, Dialect]] = {
@@ -121,6 +124,12 @@ class Proxy:
         except Rejected as e:
             status = e.status
             return _rejection(e, inbound.dialect, request_id)
+        except Exception:
+            # A bug must still answer in the caller's dialect, never with aiohttp's plain text.
+            log.exception("internal error")
+            status = 500
+            internal = Rejected(500, "internal error", "internal_error")
+            return _rejection(internal, inbound.dialect, request_id)
         except asyncio.CancelledError:
             self.metrics.disconnects.labels(inbound.route.value).inc()
             if inbound.outcome is not None and inbound.outcome.stream is not None:

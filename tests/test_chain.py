@@ -507,3 +507,47 @@ async def test_stream_body_keeps_the_callers_bytes_after_the_usage_option(
         await r.read()
     sent = a.seen[0].body
     assert sent == b'{"stream_options":{"include_usage":true},' + raw.lstrip()[1:]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_answer_of_an_unexpected_shape_is_invalid_response_not_a_crash(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    # Anthropic-shaped answers whose blocks are not what the translation expects.
+    weird = {"id": "m", "type": "message", "role": "assistant", "content": [1]}
+    start = b'event: message_start\ndata: {"type":"message_start","message":{"id":"m"}}\n\n'
+    delta = b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":[1]}\n\n'
+    script = (
+        Script(body=start + delta, headers={"Content-Type": "text/event-stream"})
+        if stream
+        else Script(body=weird)
+    )
+    a = await fake(script)
+    env = {
+        "SIDECAR_BACKENDS": "c",
+        "C_KIND": "anthropic",
+        "C_BASE_URL": a.url.removesuffix("/v1"),
+        "C_API_KEY": "sk-ant-canary-0123456789",
+    }
+    sc = await sidecar(env)
+    r = await post(http, sc.url, chat(stream))
+    assert r.status == 502
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["x-sidecar-failures"] == "c=invalid_response"
+
+
+async def test_request_of_an_unexpected_shape_is_a_400_and_nothing_is_sent(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    env = {
+        "SIDECAR_BACKENDS": "c",
+        "C_KIND": "anthropic",
+        "C_BASE_URL": a.url.removesuffix("/v1"),
+        "C_API_KEY": "sk-ant-canary-0123456789",
+    }
+    sc = await sidecar(env)
+    r = await post(http, sc.url, {"model": "m", "messages": [1]})
+    assert r.status == 400
+    assert "'c'" in r.json["error"]["message"]
+    assert a.seen == []
