@@ -234,18 +234,28 @@ class FallbackChain:
         return wait
 
     def _end_turn(self, out: Outcome, m: Member, call: Call, f: Failure) -> Failure | None:
+        if f.budget_spent:
+            # The chain's budget, not this backend, cut the attempt short: the caller gets the
+            # budget's 504 and the circuit learns nothing.
+            m.circuit.release()
+            return f
+        self._record(m, f)
         if f.cls not in self._fallback_on:
-            m.circuit.record_neutral()
             out.reply = self._failure_reply(call, f, m.name)
             return None
-        if f.budget_spent:
-            m.circuit.release()
-        else:
+        return f
+
+    def _record(self, m: Member, f: Failure) -> None:
+        """How a backend's turn that ended in `f` counts for its circuit."""
+        if f.cls in self._fallback_on:
             open_now = f.cls is F.QUOTA_EXHAUSTED or (
                 f.cls is F.RATE_LIMITED and f.retry_after_s is not None
             )
             m.circuit.record_failure(retry_after_s=f.retry_after_s, open_now=open_now)
-        return f
+        elif f.status is not None:
+            m.circuit.record_neutral()  # it answered, if not to our liking: it is alive
+        else:
+            m.circuit.release()
 
     async def _attempt(
         self,
@@ -277,7 +287,7 @@ class FallbackChain:
         series.attempt_seconds.observe(ms / 1000)
         if result is None:
             series.success.inc()
-            out.attempts.append(AttemptRecord(m.name, None, 200, ms))
+            out.attempts.append(AttemptRecord(m.name, None, resp.status, ms))
             return None
         series.failure.inc()
         series.failures[result.cls].inc()
@@ -364,8 +374,10 @@ class FallbackChain:
                 return Failure(cls, "error event before the first content", body=self._redact(body))
             if step.out:
                 head.append(step.out)
-            if committed or step.done:
+            if committed:
                 break
+            if step.done:
+                return Failure(F.SERVER_ERROR, "stream ended before any content")
             if not chunk:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")
         series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
@@ -385,6 +397,9 @@ class FallbackChain:
         closed circuit gets the request plus the text already delivered as a trailing assistant
         message. One attempt only: a backend that rejects the prefill ends the recovery."""
         call = committed.call
+        # One plain-text choice only (CONTRACT §5): n > 1 interleaves choices in one stream.
+        if call.body is None or call.body.get("n") not in (None, 1):
+            return None
         if not all(isinstance(t, str) for t in committed.adapter.text):
             return None
         text = "".join(committed.adapter.text)
@@ -418,10 +433,10 @@ class FallbackChain:
             m.circuit.record_success()
             return out.stream
         series.recovery_failure.inc()
-        if result is not None and result.cls in self._fallback_on:
-            m.circuit.record_failure(retry_after_s=result.retry_after_s)
+        if result is None:
+            m.circuit.release()
         else:
-            m.circuit.record_neutral()
+            self._record(m, result)
         return None
 
     def _failure_reply(self, call: Call, f: Failure, backend: str) -> Reply:
@@ -449,18 +464,18 @@ class FallbackChain:
             out.reply = Reply(504, error_body(call.dialect, 504, msg, code="timeout"))
         elif last is not None:
             out.reply = self._failure_reply(call, last, out.backend or "")
-        elif untranslatable is not None:
-            out.reply = Reply(
-                400,
-                error_body(call.dialect, 400, untranslatable.message, param=untranslatable.param),
-            )
-        elif any(a.cls is F.CIRCUIT_OPEN for a in out.attempts):
-            circuits = [m.circuit for m in self.members]
+        elif open_ := {a.backend for a in out.attempts if a.cls is F.CIRCUIT_OPEN}:
+            circuits = [m.circuit for m in self.members if m.name in open_]
             msg = f"every backend of chain {self.name!r} is cooling down (circuit open)"
             out.reply = Reply(
                 503,
                 error_body(call.dialect, 503, msg, code="circuit_open"),
                 {"retry-after": retry_after_header(circuits)},
+            )
+        elif untranslatable is not None:
+            out.reply = Reply(
+                400,
+                error_body(call.dialect, 400, untranslatable.message, param=untranslatable.param),
             )
         else:
             msg = f"no backend of chain {self.name!r} serves this route"

@@ -15,8 +15,6 @@ Rules (CONTRACT §5, §11), in the order they are applied to an upstream answer:
     400 + context_length_exceeded, or Anthropic      context_length
       invalid_request_error "prompt is too long"
     401, 403                                         auth
-    408 (the upstream timed out; Bedrock             timeout
-      ModelTimeoutException)
     424 + Bedrock ModelErrorException                server_error
     503, 529                                         overloaded
     other 5xx                                        server_error
@@ -126,8 +124,6 @@ def _by_status(status: int) -> FailureClass:
         return F.RATE_LIMITED
     if status in (401, 403):
         return F.AUTH
-    if status == 408:
-        return F.TIMEOUT
     if status in (503, 529):
         return F.OVERLOADED
     if status >= 500:

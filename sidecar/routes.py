@@ -131,7 +131,8 @@ class Proxy:
             internal = Rejected(500, "internal error", "internal_error")
             return _rejection(internal, inbound.dialect, request_id)
         except asyncio.CancelledError:
-            self.metrics.disconnects.labels(inbound.route.value).inc()
+            if not self.draining:  # at shutdown the server itself cancels what is left
+                self.metrics.disconnects.labels(inbound.route.value).inc()
             if inbound.outcome is not None and inbound.outcome.stream is not None:
                 status = 200  # the stream had started: that is what the caller got
             raise
@@ -196,7 +197,7 @@ class Proxy:
             if len(body) > limit:
                 raise Rejected(413, f"request body over {limit} bytes", "request_too_large")
             return body
-        buf = b""
+        buf = bytearray()
         try:
             async with asyncio.timeout(self.settings.body_timeout_s):
                 while chunk := await request.content.readany():
@@ -205,7 +206,7 @@ class Proxy:
                         raise Rejected(413, f"request body over {limit} bytes", "request_too_large")
         except TimeoutError:
             raise Rejected(408, "request body not received in time", "timeout") from None
-        return buf
+        return bytes(buf)
 
     def _call(
         self, request: web.BaseRequest, request_id: str, inbound: Inbound, raw: bytes
@@ -347,7 +348,7 @@ def _fields(
             {"backend": a.backend, "class": a.cls, "status": a.status, "ms": round(a.ms, 1)}
             for a in outcome.attempts
         ]
-        served_by = outcome.backend if outcome.reply is None or outcome.reply.status < 400 else None
+        served_by = outcome.backend
     return {
         "request_id": request_id,
         "method": request.method,

@@ -5,9 +5,12 @@ import contextlib
 import socket
 
 import aiohttp
+import orjson
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
 from fakes.openai_upstream import Script
+
+from sidecar.demo import chunk
 
 QUOTA = {
     "error": {
@@ -551,3 +554,30 @@ async def test_request_of_an_unexpected_shape_is_a_400_and_nothing_is_sent(
     assert r.status == 400
     assert "'c'" in r.json["error"]["message"]
     assert a.seen == []
+
+
+async def test_stream_with_only_a_role_chunk_and_done_falls_back(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    role = b"data: " + orjson.dumps(chunk("m", {"role": "assistant", "content": ""})) + b"\n\n"
+    a = await fake(
+        Script(body=role + b"data: [DONE]\n\n", headers={"Content-Type": "text/event-stream"})
+    )
+    b = await fake()
+    sc = await sidecar(chain_env(a, b))
+    r = await post(http, sc.url, chat(stream=True))
+    assert r.headers["x-sidecar-failures"] == "b0=server_error"
+    assert streamed_text(r.text) == "Hello from the fake."
+
+
+async def test_request_budget_gives_504_even_when_timeout_does_not_fall_back(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(delay_s=5))
+    sc = await sidecar(
+        chain_env(a, SIDECAR_REQUEST_TIMEOUT_S="0.3", SIDECAR_FALLBACK_ON="overloaded")
+    )
+    r = await post(http, sc.url, chat())
+    assert r.status == 504
+    assert r.headers["x-anyllm-fallback-exhausted"] == "true"
+    assert sc.app.members["b0"].circuit.consecutive_failures == 0

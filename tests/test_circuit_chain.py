@@ -191,3 +191,22 @@ async def test_total_outage_costs_the_opening_failures_plus_one_probe_per_cooldo
     # Each cooldown is at least 0.25 × 0.8 s: at most ceil(1.5 / 0.2) probes after the 3 failures.
     assert sent > 30
     assert len(a.seen) <= 3 + 8
+
+
+async def test_all_skipped_is_503_even_when_some_backends_cannot_take_the_request(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(status=429, headers={"Retry-After": "3"}))
+    env = {
+        **chain_env(a),
+        "SIDECAR_BACKENDS": "b0,claude",
+        "CLAUDE_KIND": "anthropic",
+        "CLAUDE_API_KEY": "sk-ant-canary-0123456789",
+    }
+    sc = await sidecar(env)
+    body = chat(n=2)  # more than one choice: no Anthropic backend can take it
+    await post(http, sc.url, body)
+    r = await post(http, sc.url, body)
+    assert r.status == 503
+    assert r.headers["x-sidecar-failures"] == "b0=circuit_open,claude=unsupported"
+    assert r.headers["retry-after"] in ("3", "2")

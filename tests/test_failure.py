@@ -40,7 +40,7 @@ def err(**error: str) -> bytes:
         (402, b"", F.CLIENT_ERROR),
         (403, b"", F.AUTH),
         (404, b"", F.CLIENT_ERROR),
-        (408, b"", F.TIMEOUT),
+        (408, b"", F.CLIENT_ERROR),
         (
             424,
             orjson.dumps({"message": "model failed", "__type": "ModelErrorException"}),

@@ -112,3 +112,14 @@ async def test_no_recovery_once_a_tool_call_started(
     r = await post(http, sc.url, chat(stream=True))
     assert "error" in sse_data(r.text)[-1]
     assert b.seen == []
+
+
+async def test_no_recovery_for_a_request_with_several_choices(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(text=FULL, end="cut", after=4))
+    b = await fake(Script(continues=FULL))
+    sc = await sidecar(chain_env(a, b, **recovering()))
+    r = await post(http, sc.url, chat(stream=True, n=2))
+    assert "error" in sse_data(r.text)[-1]
+    assert b.seen == []
