@@ -63,6 +63,7 @@ class Sidecar:
         self._runners: list[web.BaseRunner] = []
         self._proxy_site: web.TCPSite | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._proxy_server: web.Server | None = None
         self.ports: tuple[int, int] = (0, 0)
 
     def _member(self, b: Backend) -> Member:
@@ -88,7 +89,7 @@ class Sidecar:
             upstream = Upstream(b)
         return Member(b, adapter_for(b), upstream, circuit)
 
-    def _proxy_server(self) -> web.Server:
+    def _make_proxy_server(self) -> web.Server:
         # aiohttp's low-level server: the proxy routes by itself (routes.ROUTES), so the
         # application router and middleware chain would only add work to every request.
         # aiohttp arms its keep-alive timer when a connection opens and closes the connection
@@ -158,8 +159,10 @@ class Sidecar:
 
     async def start(self) -> tuple[int, int]:
         s = self.config.settings
-        admin = web.AppRunner(self.admin_app, access_log=None, shutdown_timeout=1.0)
-        proxy = web.ServerRunner(self._proxy_server(), shutdown_timeout=1.0)
+        admin = web.AppRunner(self.admin_app, access_log=None, shutdown_timeout=0.25)
+        self._proxy_server = self._make_proxy_server()
+        # Everything has been drained by the time the runners are cleaned up.
+        proxy = web.ServerRunner(self._proxy_server, shutdown_timeout=0.25)
         self._flusher = asyncio.create_task(self.access_log.flusher())
         for runner in (admin, proxy):
             await runner.setup()
@@ -178,9 +181,14 @@ class Sidecar:
         await asyncio.sleep(s.shutdown_delay_s)
         if self._proxy_site is not None:
             await self._proxy_site.stop()
+        if self._proxy_server is not None:
+            # Stop accepting means on kept-alive connections too: idle ones close now, busy
+            # ones after their current request.
+            self._proxy_server.pre_shutdown()
         grace = max(s.shutdown_grace_s - _STREAM_ABORT_WAIT_S, s.shutdown_grace_s / 2)
         if await self.proxy.idle(grace):
             return
+        self.proxy.aborting = True
         for relay in list(self.proxy.streams):
             relay.abort()
         await self.proxy.idle(s.shutdown_grace_s - grace)

@@ -52,17 +52,20 @@ class Broken:
 class StreamRelay:
     """Relays one committed stream; `abort()` ends it early with a terminal error (drain)."""
 
-    __slots__ = ("_aborted", "_current", "c", "failure")
+    __slots__ = ("_aborted", "_current", "_recovering", "c", "client_gone")
 
     def __init__(self, committed: Committed) -> None:
         self.c = committed
         self._current = committed
-        self.failure: FailureClass | None = None
+        self._recovering: asyncio.Future[Committed | None] | None = None
         self._aborted = False
+        self.client_gone = False
 
     def abort(self) -> None:
         self._aborted = True
         self._current.response.close()
+        if self._recovering is not None:
+            self._recovering.cancel()
 
     async def run(
         self, request: web.BaseRequest, headers: Mapping[str, str], idle_timeout: float
@@ -72,18 +75,19 @@ class StreamRelay:
         try:
             await resp.prepare(request)
             broken = await self._relay(resp, c, idle_timeout)
-            if broken is not None:
-                if self._aborted:
-                    broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
-                self.failure = broken.cls
+            if broken is not None and not self._aborted:
                 c.series.failures[broken.cls].inc()
-                if not self._aborted and await self._recover(resp):
+                if await self._recover(resp):
                     broken = None
             if broken is not None:
+                if self._aborted:  # the shutdown's doing, not the backend's
+                    broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
                 await self._terminal(resp, broken)
+            await resp.write_eof()
+        except ConnectionResetError:
+            self.client_gone = True
         finally:
             self._close(c)
-        await resp.write_eof()
         return resp
 
     async def _relay(
@@ -117,6 +121,8 @@ class StreamRelay:
                 chunk = await c.response.chunk()
             except UpstreamError:
                 chunk = None
+            if self._aborted:
+                return Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
             if dog.fired:
                 return Broken(F.STREAM_TIMEOUT, "upstream stream stalled")
             if chunk is None:
@@ -129,6 +135,7 @@ class StreamRelay:
                 return Broken(F.STREAM_INTERRUPTED, "upstream sent a malformed stream event")
             if step.out:
                 await resp.write(step.out)
+                dog.seen = now()  # time spent waiting on a slow caller is not upstream silence
             if step.error is not None:
                 return Broken(F.STREAM_INTERRUPTED, "", step.error[1])
             finished = finished or step.finished
@@ -144,8 +151,22 @@ class StreamRelay:
         c = self.c
         if not c.adapter.text_only or c.call.body is None:
             return False
-        cont = await c.chain.recover(c)
+        # A task, so that a shutdown can cancel a continuation still waiting for its first token.
+        self._recovering = asyncio.ensure_future(c.chain.recover(c))
+        try:
+            cont = await self._recovering
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._aborted and task is not None and not task.cancelling():
+                return False
+            raise
+        finally:
+            self._recovering = None
         if cont is None:
+            return False
+        if self._aborted:
+            self._close(cont)
+            cont.series.recovery_failure.inc()
             return False
         self._current = cont
         try:
@@ -153,7 +174,7 @@ class StreamRelay:
             failed = await self._relay(resp, cont, idle)
         finally:
             self._close(cont)
-        if failed is None and not self._aborted:
+        if failed is None:
             cont.series.recovery_success.inc()
             return True
         cont.series.recovery_failure.inc()
@@ -161,8 +182,6 @@ class StreamRelay:
 
     async def _terminal(self, resp: web.StreamResponse, broken: Broken) -> None:
         c = self.c
-        if self._aborted:
-            broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
         event = c.redact(broken.event) if broken.event else b""
         await resp.write(event or c.adapter.terminal_error(broken.message, broken.cls.value))
 

@@ -89,6 +89,7 @@ class Proxy:
         self.metrics = metrics
         self.inflight = 0
         self.draining = False
+        self.aborting = False
         self.streams: set[StreamRelay] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -169,12 +170,17 @@ class Proxy:
         headers = {"x-request-id": request_id, **outcome.headers()}
         if outcome.stream is not None:
             relay = StreamRelay(outcome.stream)
+            if self.aborting:  # committed after the drain ended open streams: end this one too
+                relay.abort()
             self.streams.add(relay)
             try:
                 idle = outcome.stream.member.config.settings.stream_idle_timeout_s
-                return await relay.run(request, headers, idle)
+                resp = await relay.run(request, headers, idle)
             finally:
                 self.streams.discard(relay)
+            if relay.client_gone:
+                self.metrics.disconnects.labels(inbound.route.value).inc()
+            return resp
         assert outcome.reply is not None
         return reply(outcome.reply, headers)
 

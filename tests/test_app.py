@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import pathlib
 import signal
 import socket
 import sys
@@ -203,3 +204,44 @@ async def test_stream_longer_than_the_grace_ends_with_a_terminal_error_and_bound
     assert "shutting down" in events[-1]["error"]["message"]
     assert code == 0
     assert elapsed < 1.5 + 1.0
+
+
+async def test_after_the_delay_kept_alive_connections_are_not_served_either(
+    fake: FakeFactory, tmp_path: pathlib.Path
+) -> None:
+    a = await fake()
+    slow = await fake(Script(text=" ".join(f"w{i}" for i in range(20)), chunk_delay_s=0.1))
+    chains = tmp_path / "chains.yaml"
+    chains.write_text("fallback_chains:\n  slow:\n    - {name: slowb, env_prefix: SLOWB_}\n")
+    env = chain_env(a, SIDECAR_SHUTDOWN_DELAY_S="0.3", SIDECAR_CONFIG=str(chains))
+    env["SLOWB_BASE_URL"] = slow.url
+    proc, url, _ = await _spawn(env)
+    port = int(url.rsplit(":", 1)[1])
+    # A stream in flight keeps the drain waiting while the idle connection tries again.
+    async with aiohttp.ClientSession() as http:
+        busy = asyncio.create_task(
+            post(http, url, chat(stream=True), headers={"x-sidecar-chain": "slow"})
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+        request = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        writer.write(request)
+        await writer.drain()
+        first = await asyncio.wait_for(reader.read(65536), 5)
+        assert first.startswith(b"HTTP/1.1 200")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.8)
+        try:
+            writer.write(request)
+            await writer.drain()
+            second = await asyncio.wait_for(reader.read(65536), 5)
+        except ConnectionError:
+            second = b""
+        writer.close()
+        assert not second.startswith(b"HTTP/1.1 200")
+        assert len(a.seen) == 1
+        assert (await busy).text.rstrip().endswith("data: [DONE]")
+    assert await asyncio.wait_for(proc.wait(), 5) == 0
