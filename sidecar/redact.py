@@ -5,7 +5,7 @@ import re
 REDACTED = "[REDACTED]"
 # Upstreams echo keys back in error bodies, often partly masked ("sk-abc1***wxyz"): anything
 # key-shaped goes, as does the exact value of every configured secret.
-_KEY_SHAPED = re.compile(rb"\b(?:sk|sk-ant|sk-proj|AKIA|ASIA)[-_A-Za-z0-9*]{8,}")
+_KEY_SHAPED = re.compile(rb"\bsk-[-_A-Za-z0-9*]{8,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 
 
 class Redactor:

@@ -29,6 +29,7 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
 }
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog"})
 _METADATA_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
 
@@ -146,7 +147,9 @@ class Config:
         for b in self.backends.values():
             s = b.settings
             found += [x for x in (s.api_key, s.aws_secret_access_key, s.aws_session_token) if x]
-        return [x.get_secret_value() for x in found if x.get_secret_value()]
+        # Static headers often carry a gateway's key: treat every value as one.
+        values = [v for b in self.backends.values() for v in b.headers.values()]
+        return [x.get_secret_value() for x in found if x.get_secret_value()] + values
 
 
 def default_prefix(name: str) -> str:
@@ -333,6 +336,10 @@ def _headers(prefix: str, value: str | None) -> dict[str, str]:
         raise ConfigError(
             f"{prefix}HEADERS", 'expected a JSON object of strings ({"name": "value"})'
         )
+    credentials = sorted(k for k in parsed if k.lower() in _CREDENTIAL_HEADERS)
+    if credentials:
+        # Exactly one credential per upstream request, and it comes from API_KEY (CONTRACT §11).
+        raise ConfigError(f"{prefix}HEADERS", f"may not set {credentials[0]}: use {prefix}API_KEY")
     return parsed
 
 

@@ -127,3 +127,28 @@ async def test_access_log_is_off_above_info_and_redacted(
     loud = await sidecar(chain_env(a))
     await post(http, loud.url, chat(model=CANARIES[0]))
     assert CANARIES[0] not in loud.log.getvalue().decode()
+
+
+def test_redactor_removes_key_shaped_strings_but_not_ordinary_words() -> None:
+    r = Redactor(["configured-secret-value"])
+    text = (
+        "model sky-t1-32b-preview skeleton_keys key sk-live-abcdefghijkl "
+        "aws AKIAABCDEFGHIJKLMNOP configured-secret-value"
+    )
+    out = r.text(text)
+    assert "sky-t1-32b-preview" in out
+    assert "skeleton_keys" in out
+    assert "sk-live-abcdefghijkl" not in out
+    assert "AKIAABCDEFGHIJKLMNOP" not in out
+    assert "configured-secret-value" not in out
+
+
+async def test_static_header_values_are_treated_as_secrets(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    gateway = "gw-token-0123456789"
+    a = await fake(echo_key(gateway, 401))
+    sc = await sidecar(chain_env(a, B0_HEADERS=f'{{"X-Gateway-Token": "{gateway}"}}'))
+    r = await post(http, sc.url, chat())
+    assert a.seen[0].headers["x-gateway-token"] == gateway
+    assert gateway not in r.text
