@@ -106,6 +106,7 @@ class Failure:
     headers: dict[str, str] = field(default_factory=dict)
     retry_after_s: float | None = None
     budget_spent: bool = False
+    content_type: str = "application/json"
 
 
 @dataclass(slots=True)
@@ -335,10 +336,16 @@ class FallbackChain:
         body = await resp.read()
         cls = classify_status(resp.status, body)
         assert cls is not None
-        headers = {}
         retry_after = parse_retry_after(resp.headers, now=time.time())
-        if retry_after is not None and "retry-after" in resp.headers:
-            headers["retry-after"] = resp.headers["retry-after"]
+        content_type = "application/json"
+        if call.route is Route.PASSTHROUGH:
+            # Pass-through answers are relayed as they came, errors included.
+            headers = passthrough_headers(resp.headers)
+            content_type = headers.pop("content-type", "") or resp.content_type
+        else:
+            headers = m.adapter.response_headers(resp.headers)
+            if retry_after is not None and "retry-after" in resp.headers:
+                headers["retry-after"] = resp.headers["retry-after"]
         return Failure(
             cls,
             f"upstream answered {resp.status}",
@@ -346,6 +353,7 @@ class FallbackChain:
             body=self._redact(m.adapter.error_body(call, resp.status, body)),
             headers=headers,
             retry_after_s=retry_after,
+            content_type=content_type,
         )
 
     async def _until_commit(
@@ -441,7 +449,7 @@ class FallbackChain:
 
     def _failure_reply(self, call: Call, f: Failure, backend: str) -> Reply:
         if f.status is not None and f.body is not None and f.cls is not F.INVALID_RESPONSE:
-            return Reply(f.status, f.body, dict(f.headers))
+            return Reply(f.status, f.body, dict(f.headers), f.content_type)
         status = _STATUS_OF.get(f.cls, 502)
         if f.body is not None and f.status is None and f.cls is not F.INVALID_RESPONSE:
             # An in-band error event before content: its own body, a status of the same meaning.

@@ -403,3 +403,34 @@ async def test_passthrough_refuses_dot_segments_that_would_leave_the_base_url(
     assert answer.startswith(b"HTTP/1.1 400")
     assert b"invalid_path" in answer
     assert a.seen == []
+
+
+async def test_passthrough_errors_keep_the_upstream_content_type_and_headers(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(
+        Script(
+            status=404,
+            body=b"<h1>no such file</h1>",
+            headers={"Content-Type": "text/html", "X-Thing": "1"},
+        )
+    )
+    sc = await sidecar(chain_env(a))
+    async with http.get(sc.url + "/v1/files/missing") as r:
+        assert r.status == 404
+        assert await r.read() == b"<h1>no such file</h1>"
+        assert r.headers.getall("content-type") == ["text/html"]
+        assert r.headers["x-thing"] == "1"
+
+
+async def test_rate_limit_headers_reach_the_caller_on_an_error_too(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(
+        Script(status=429, headers={"x-ratelimit-remaining-requests": "0", "Retry-After": "9"})
+    )
+    sc = await sidecar(chain_env(a))
+    r = await post(http, sc.url, chat())
+    assert r.status == 429
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert r.headers["retry-after"] == "9"
