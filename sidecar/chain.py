@@ -400,7 +400,9 @@ class FallbackChain:
         )
         return None
 
-    async def recover(self, committed: Committed) -> Committed | None:
+    async def recover(
+        self, committed: Committed, attempts: list[AttemptRecord]
+    ) -> Committed | None:
         """Stream recovery (CONTRACT §5): the first later backend with `PREFILL=true` and a
         closed circuit gets the request plus the text already delivered as a trailing assistant
         message. One attempt only: a backend that rejects the prefill ends the recovery."""
@@ -424,13 +426,19 @@ class FallbackChain:
                 continue
             if not m.circuit.acquire():
                 continue
-            return await self._continue(m, series, cont, req)
+            return await self._continue(m, series, cont, req, attempts)
         return None
 
     async def _continue(
-        self, m: Member, series: BackendSeries, call: Call, req: UpstreamRequest
+        self,
+        m: Member,
+        series: BackendSeries,
+        call: Call,
+        req: UpstreamRequest,
+        attempts: list[AttemptRecord],
     ) -> Committed | None:
-        out = Outcome(self.name, resume=True)
+        # The caller's headers are long sent; the attempt still belongs in the request's log.
+        out = Outcome(self.name, attempts=attempts, resume=True)
         deadline = asyncio.get_running_loop().time() + m.config.settings.first_token_timeout_s
         try:
             result = await self._attempt(out, m, series, call, req, deadline)

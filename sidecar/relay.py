@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sidecar.chain import Committed, Reply
+from sidecar.chain import AttemptRecord, Committed, Reply
 from sidecar.failure import FailureClass
 from sidecar.upstream import UpstreamError, UpstreamResponse
 
@@ -52,10 +52,13 @@ class Broken:
 class StreamRelay:
     """Relays one committed stream; `abort()` ends it early with a terminal error (drain)."""
 
-    __slots__ = ("_aborted", "_current", "_recovering", "c", "client_gone")
+    __slots__ = ("_aborted", "_attempts", "_current", "_recovering", "c", "client_gone", "end")
 
-    def __init__(self, committed: Committed) -> None:
+    def __init__(self, committed: Committed, attempts: list[AttemptRecord]) -> None:
         self.c = committed
+        self._attempts = attempts
+        # How the stream ended, for the log line: "complete", "recovered" or a failure class.
+        self.end = "complete"
         self._current = committed
         self._recovering: asyncio.Future[Committed | None] | None = None
         self._aborted = False
@@ -77,11 +80,13 @@ class StreamRelay:
             broken = await self._relay(resp, c, idle_timeout)
             if broken is not None and not self._aborted:
                 c.series.failures[broken.cls].inc()
+                self.end = broken.cls.value
                 if await self._recover(resp):
-                    broken = None
+                    self.end, broken = "recovered", None
             if broken is not None:
                 if self._aborted:  # the shutdown's doing, not the backend's
                     broken = Broken(F.STREAM_INTERRUPTED, "the sidecar is shutting down")
+                    self.end = "shutdown"
                 await self._terminal(resp, broken)
             await resp.write_eof()
         except ConnectionResetError:
@@ -152,7 +157,7 @@ class StreamRelay:
         if not c.adapter.text_only or c.call.body is None:
             return False
         # A task, so that a shutdown can cancel a continuation still waiting for its first token.
-        self._recovering = asyncio.ensure_future(c.chain.recover(c))
+        self._recovering = asyncio.ensure_future(c.chain.recover(c, self._attempts))
         try:
             cont = await self._recovering
         except asyncio.CancelledError:

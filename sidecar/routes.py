@@ -72,6 +72,7 @@ class Inbound:
     chain: str = "none"
     model: str | None = None
     outcome: Outcome | None = None
+    relay: StreamRelay | None = None
 
 
 class Proxy:
@@ -169,7 +170,7 @@ class Proxy:
         outcome = inbound.outcome = await chain.forward(call)
         headers = {"x-request-id": request_id, **outcome.headers()}
         if outcome.stream is not None:
-            relay = StreamRelay(outcome.stream)
+            relay = inbound.relay = StreamRelay(outcome.stream, outcome.attempts)
             if self.aborting:  # committed after the drain ended open streams: end this one too
                 relay.abort()
             self.streams.add(relay)
@@ -365,4 +366,5 @@ def _fields(
         "served_by": served_by,
         "status": status,
         "duration_ms": round(elapsed * 1000, 1),
+        "stream": inbound.relay.end if inbound.relay is not None else None,
     }

@@ -39,6 +39,9 @@ async def test_broken_stream_is_continued_into_one_whole_answer(
     assert sent["messages"][:-1] == chat()["messages"]
     labels = {"chain": "default", "backend": "b1", "outcome": "success"}
     assert sc.metric("llm_sidecar_stream_recoveries_total", **labels) == 1
+    line = sc.log_lines()[0]
+    assert [x["backend"] for x in line["attempts"]] == ["b0", "b1"]
+    assert line["stream"] == "recovered"
 
 
 async def test_rejected_prefill_ends_with_the_original_failure(

@@ -41,6 +41,7 @@ async def test_broken_stream_after_commit_ends_with_one_terminal_error_and_no_do
     assert b.seen == []  # no fallback after commit
     labels = {"chain": "default", "backend": "b0", "class": cls}
     assert sc.metric("llm_sidecar_backend_failures_total", **labels) == 1
+    assert sc.log_lines()[0]["stream"] == cls
 
 
 async def test_stream_finished_without_done_gets_the_terminator(
