@@ -24,7 +24,6 @@ from sidecar.backends.base import (
     StreamStep,
     Untranslatable,
     UpstreamRequest,
-    Usage,
 )
 from sidecar.call import Call, Route
 from sidecar.circuit import Circuit, CircuitState, retry_after_header
@@ -118,7 +117,6 @@ class Outcome:
     reply: Reply | None = None
     stream: Committed | None = None
     exhausted: bool = False
-    usage: Usage | None = None
     # A stream-recovery continuation: its adapter drops the stream's opening events.
     resume: bool = False
 
@@ -328,7 +326,6 @@ class FallbackChain:
         else:
             headers = m.adapter.response_headers(resp.headers)
             out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
-        out.usage = answer.usage
         series.count_tokens(answer.usage.prompt, answer.usage.completion)
         return None
 
@@ -501,8 +498,18 @@ class FallbackChain:
 
 def _with_prefill(call: Call, text: str) -> Call:
     assert call.body is not None
+    messages = list(call.body["messages"])
+    last = messages[-1] if messages else None
+    if (
+        isinstance(last, dict)
+        and last.get("role") == "assistant"
+        and isinstance(last.get("content"), str)
+    ):
+        # The caller prefilled the answer itself: what was delivered continues that prefill.
+        text = last["content"] + text
+        messages.pop()
     # Anthropic rejects a prefill that ends in whitespace; every backend accepts it stripped.
-    messages = [*call.body["messages"], {"role": "assistant", "content": text.rstrip()}]
+    messages.append({"role": "assistant", "content": text.rstrip()})
     body = {**call.body, "messages": messages, "stream": True}
     return replace(call, body=body, raw=orjson.dumps(body), stream=True)
 

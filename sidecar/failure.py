@@ -67,9 +67,6 @@ DEFAULT_FALLBACK_ON = frozenset(
 
 RETRYABLE = frozenset({F.RATE_LIMITED, F.OVERLOADED, F.SERVER_ERROR, F.CONNECT_ERROR})
 
-# Classes that a skip, not a sent request, produces.
-SKIPS = frozenset({F.CIRCUIT_OPEN, F.UNSUPPORTED})
-
 # Provider error codes and types (OpenAI `error.code`/`error.type`, Anthropic `error.type`,
 # Bedrock exception names) that decide the class whatever the HTTP status says.
 ERROR_CODES: dict[str, FailureClass] = {

@@ -4,7 +4,6 @@ Label children are resolved once per (chain, backend) at startup, so the hot pat
 `inc`/`observe` on ready objects.
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -158,6 +157,3 @@ class Metrics:
         if child is None:
             child = self._durations[key] = self.request_seconds.labels(route, chain)
         return child
-
-    def chains(self) -> Iterable[str]:
-        return {c for c, _ in self._series}

@@ -7,7 +7,6 @@ and the relay's business: they wrap these calls in `asyncio.timeout`.
 
 import asyncio
 from collections.abc import Mapping
-from types import TracebackType
 
 import aiohttp
 from yarl import URL
@@ -81,14 +80,6 @@ class UpstreamResponse:
         # close(), not release(): an abandoned body must drop the connection so the upstream
         # sees the cancel at once rather than keep generating tokens.
         self._resp.close()
-
-    async def __aenter__(self) -> "UpstreamResponse":
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class Upstream:

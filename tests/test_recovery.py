@@ -126,3 +126,17 @@ async def test_no_recovery_for_a_request_with_several_choices(
     r = await post(http, sc.url, chat(stream=True, n=2))
     assert "error" in sse_data(r.text)[-1]
     assert b.seen == []
+
+
+async def test_a_caller_prefill_is_extended_not_repeated(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    rest = " ".join(f"word{i}" for i in range(1, 12))
+    a = await fake(Script(text=rest, end="cut", after=4))
+    b = await fake(Script(continues=FULL))
+    sc = await sidecar(chain_env(a, b, **recovering()))
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "word0 "}]
+    r = await post(http, sc.url, chat(stream=True, messages=messages))
+    assert streamed_text(r.text) == rest
+    sent = b.seen[0].json["messages"]
+    assert sent == [messages[0], {"role": "assistant", "content": "word0 word1 word2 word3 word4"}]

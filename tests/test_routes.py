@@ -434,3 +434,21 @@ async def test_rate_limit_headers_reach_the_caller_on_an_error_too(
     assert r.status == 429
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
     assert r.headers["retry-after"] == "9"
+
+
+async def test_azure_api_versions_without_stream_options_are_not_sent_it(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    old = await fake()
+    env = {
+        "SIDECAR_BACKENDS": "az",
+        "AZ_KIND": "azure",
+        "AZ_BASE_URL": old.url.removesuffix("/v1"),
+        "AZ_API_KEY": "azure-key-one",
+        "AZ_DEPLOYMENT": "gpt4o",
+        "AZ_API_VERSION": "2024-06-01",
+    }
+    sc = await sidecar(env)
+    r = await post(http, sc.url, chat(stream=True))
+    assert r.status == 200
+    assert "stream_options" not in old.seen[0].json

@@ -42,7 +42,7 @@ from sidecar.backends.pivot import (
     malformed,
     sse_event,
 )
-from sidecar.call import Call, Dialect, Route
+from sidecar.call import Call, Route
 from sidecar.dialects.anthropic import (
     AnthropicToOpenAIStream,
     anthropic_error_to_openai,
@@ -66,7 +66,6 @@ _MESSAGE_STOP: Final = sse_event("message_stop", b'{"type":"message_stop"}')
 
 class AnthropicBackend(BackendAdapter):
     routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
-    dialect = Dialect.ANTHROPIC
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

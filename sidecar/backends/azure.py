@@ -5,6 +5,7 @@ replaces the model. v1: `{BASE_URL}/openai/v1/{operation}` with `DEPLOYMENT` (if
 The key goes in `api-key`, which both URL styles accept.
 """
 
+from typing import Any
 from urllib.parse import quote
 
 from sidecar.backends.openai import OpenAIBackend
@@ -13,7 +14,16 @@ from sidecar.call import Call, Route
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
 
 
+# The first Azure API version that accepts `stream_options`; older ones answer 400 to it.
+_STREAM_OPTIONS_SINCE = "2024-09-01"
+
+
 class AzureBackend(OpenAIBackend):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        version = self.backend.settings.api_version
+        self.asks_usage = version is None or version >= _STREAM_OPTIONS_SINCE
+
     def credentials(self) -> dict[str, str]:
         key = self.backend.settings.api_key
         return {"api-key": key.get_secret_value()} if key else {}

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.call import Call, Dialect, Route
+from sidecar.call import Call, Route
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend
 
@@ -109,8 +109,6 @@ class StreamAdapter(ABC):
 
 class BackendAdapter(ABC):
     routes: frozenset[Route] = frozenset()
-    # A backend whose wire dialect the caller speaks gets the caller's bytes through unchanged.
-    dialect: Dialect = Dialect.OPENAI
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

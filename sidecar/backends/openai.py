@@ -40,6 +40,9 @@ class OpenAIBackend(BackendAdapter):
         self.static_headers = {k.lower(): v for k, v in self.backend.headers.items()}
         self.static_headers.update(self.credentials())
 
+    # Streams ask for the usage chunk so that tokens are counted (dropped if the caller did not).
+    asks_usage = True
+
     def credentials(self) -> dict[str, str]:
         key = self.backend.settings.api_key
         return {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
@@ -70,7 +73,7 @@ class OpenAIBackend(BackendAdapter):
         if body is None:
             return call.raw
         model = self.sent_model(call)
-        add_usage = call.stream and not call.include_usage
+        add_usage = call.stream and not call.include_usage and self.asks_usage
         if model == body.get("model"):
             if not add_usage:
                 return call.raw
