@@ -51,7 +51,7 @@ from sidecar.dialects.bedrock import (
     openai_request_to_converse,
 )
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
-from sidecar.failure import FailureClass, code_class
+from sidecar.failure import FailureClass, classify_error_event
 
 JSON = dict[str, Any]
 
@@ -186,6 +186,7 @@ class BedrockSource(Source):
 def _exception(name: str, body: Any) -> InBandError:
     message = body.get("message") if isinstance(body, dict) else None
     status = EXCEPTION_STATUS.get(name.lower(), 500)
-    cls = code_class([name]) or FailureClass.SERVER_ERROR
+    # CONTRACT §11: an error event is overloaded, rate_limited (or quota), else server_error.
+    cls = classify_error_event({"__type": name})
     envelope = bedrock_error_to_openai(name, str(message or name), status)
     return InBandError(cls, envelope)

@@ -267,16 +267,17 @@ def test_malformed_stop_reason_is_an_invalid_response() -> None:
     assert step.error[0] is FailureClass.INVALID_RESPONSE
 
 
-async def test_validation_exception_frame_before_content_is_a_client_error_for_the_caller(
+async def test_validation_exception_frame_before_content_is_a_server_error_that_falls_back(
     bedrock: FakeBedrock, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
+    # CONTRACT §11: an error event before content is overloaded, rate_limited or server_error.
     bedrock.script(Script(end="exception", exception="validationException", after=0))
     backup = await fake()
     sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))
     r = await post(http, sc.url, chat(stream=True))
-    assert r.headers["x-sidecar-failures"] == "aws=client_error"
-    assert r.json["error"]["code"] == "validationException"
-    assert backup.seen == []
+    assert r.headers["x-sidecar-failures"] == "aws=server_error"
+    assert r.status == 200
+    assert len(backup.seen) == 1
 
 
 @pytest.mark.parametrize(
@@ -285,9 +286,9 @@ async def test_validation_exception_frame_before_content_is_a_client_error_for_t
         ("throttlingException", FailureClass.RATE_LIMITED),
         ("serviceUnavailableException", FailureClass.OVERLOADED),
         ("modelNotReadyException", FailureClass.OVERLOADED),
-        ("modelTimeoutException", FailureClass.TIMEOUT),
-        ("validationException", FailureClass.CLIENT_ERROR),
-        ("accessDeniedException", FailureClass.AUTH),
+        ("modelTimeoutException", FailureClass.SERVER_ERROR),
+        ("validationException", FailureClass.SERVER_ERROR),
+        ("accessDeniedException", FailureClass.SERVER_ERROR),
         ("modelStreamErrorException", FailureClass.SERVER_ERROR),
     ],
 )
