@@ -68,7 +68,8 @@ DEFAULT_FALLBACK_ON = frozenset(
 RETRYABLE = frozenset({F.RATE_LIMITED, F.OVERLOADED, F.SERVER_ERROR, F.CONNECT_ERROR})
 
 # Provider error codes and types (OpenAI `error.code`/`error.type`, Anthropic `error.type`,
-# Bedrock exception names) that decide the class whatever the HTTP status says.
+# Bedrock exception names). They refine an ambiguous status (`_REFINES`) and classify error
+# events before content, which can only be overloaded, rate_limited, quota or server_error.
 ERROR_CODES: dict[str, FailureClass] = {
     "insufficient_quota": F.QUOTA_EXHAUSTED,
     "billing_error": F.QUOTA_EXHAUSTED,
@@ -82,11 +83,6 @@ ERROR_CODES: dict[str, FailureClass] = {
     "slow_down": F.OVERLOADED,
     "serviceunavailableexception": F.OVERLOADED,
     "modelnotreadyexception": F.OVERLOADED,
-    "modeltimeoutexception": F.TIMEOUT,
-    "authentication_error": F.AUTH,
-    "permission_error": F.AUTH,
-    "accessdeniedexception": F.AUTH,
-    "validationexception": F.CLIENT_ERROR,
     "modelerrorexception": F.SERVER_ERROR,
 }
 
