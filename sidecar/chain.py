@@ -29,7 +29,7 @@ from sidecar.call import Call, Route
 from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.dialects.caller import error_body
 from sidecar.dialects.passthrough import PassthroughStream
-from sidecar.failure import RETRYABLE, FailureClass, classify_status
+from sidecar.failure import RETRYABLE, FailureClass, classify_status, status_of
 from sidecar.metrics import BackendSeries, Metrics
 from sidecar.redact import Redactor
 from sidecar.retry_after import parse_retry_after
@@ -39,13 +39,6 @@ from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse, passthro
 F = FailureClass
 log = logging.getLogger("sidecar.chain")
 
-# The status a caller sees for a failure that had no HTTP status of its own.
-_STATUS_OF: dict[FailureClass, int] = {
-    F.TIMEOUT: 504,
-    F.RATE_LIMITED: 429,
-    F.QUOTA_EXHAUSTED: 429,
-    F.OVERLOADED: 503,
-}
 _MAX_BACKOFF_S = 8.0
 
 
@@ -455,7 +448,7 @@ class FallbackChain:
     def _failure_reply(self, call: Call, f: Failure, backend: str) -> Reply:
         if f.status is not None and f.body is not None and f.cls is not F.INVALID_RESPONSE:
             return Reply(f.status, f.body, dict(f.headers), f.content_type)
-        status = _STATUS_OF.get(f.cls, 502)
+        status = status_of(f.cls)
         if f.body is not None and f.status is None and f.cls is not F.INVALID_RESPONSE:
             # An in-band error event before content: its own body, a status of the same meaning.
             return Reply(status, _event_body(f.body), dict(f.headers))

@@ -98,6 +98,23 @@ _REFINES: dict[int, frozenset[FailureClass]] = {
 _PROMPT_TOO_LONG = "prompt is too long"
 
 
+# The status a caller sees for a failure that had no HTTP status of its own (an in-band error
+# event, a malformed answer, no answer at all).
+_STATUS_OF: dict[FailureClass, int] = {
+    F.RATE_LIMITED: 429,
+    F.QUOTA_EXHAUSTED: 429,
+    F.OVERLOADED: 503,
+    F.TIMEOUT: 504,
+    F.AUTH: 403,
+    F.CLIENT_ERROR: 400,
+    F.CONTEXT_LENGTH: 400,
+}
+
+
+def status_of(cls: FailureClass) -> int:
+    return _STATUS_OF.get(cls, 502)
+
+
 def classify_status(status: int, body: bytes) -> FailureClass | None:
     """The class of a non-2xx upstream answer, or None for a 2xx."""
     if 200 <= status < 300:

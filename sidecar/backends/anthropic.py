@@ -46,11 +46,11 @@ from sidecar.call import Call, Route
 from sidecar.dialects.anthropic import (
     AnthropicToOpenAIStream,
     anthropic_error_to_openai,
-    anthropic_error_type,
     anthropic_response_to_openai,
     anthropic_usage_to_openai,
     openai_request_to_anthropic,
 )
+from sidecar.dialects.caller import anthropic_error_type
 from sidecar.dialects.errors import TranslationError
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, classify_error_event

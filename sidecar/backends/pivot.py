@@ -18,23 +18,13 @@ from sidecar.backends.base import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.anthropic import OpenAIToAnthropicStream, openai_error_to_anthropic
 from sidecar.dialects.openai import DONE, error_event
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
-from sidecar.failure import FailureClass
+from sidecar.failure import FailureClass, status_of
 
 JSON = dict[str, Any]
 F = FailureClass
 
 MALFORMED_MESSAGE: Final = "upstream sent a malformed stream event"
 # The HTTP status whose meaning an in-band error has: it picks the caller's error type.
-STATUS_OF: Final[dict[FailureClass, int]] = {
-    F.RATE_LIMITED: 429,
-    F.QUOTA_EXHAUSTED: 429,
-    F.OVERLOADED: 529,
-    F.TIMEOUT: 504,
-    F.AUTH: 403,
-    F.CLIENT_ERROR: 400,
-    F.CONTEXT_LENGTH: 400,
-    F.INVALID_RESPONSE: 502,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +36,7 @@ class InBandError:
 
     @property
     def status(self) -> int:
-        return STATUS_OF.get(self.cls, 500)
+        return status_of(self.cls)
 
 
 class Terminator:

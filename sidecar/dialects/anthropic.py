@@ -58,6 +58,7 @@ from typing import Any, Final
 import orjson
 
 from sidecar.dialects import openai_request, openai_response
+from sidecar.dialects.caller import anthropic_error_type
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 __all__ = [
@@ -96,20 +97,6 @@ FINISH_TO_STOP_REASON: Final[dict[str, str]] = {
     "content_filter": "refusal",
 }
 
-# Anthropic error type by HTTP status; anything else 4xx is invalid_request_error, 5xx api_error.
-STATUS_TO_ANTHROPIC_ERROR: Final[dict[int, str]] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 # OpenAI `code` for the Anthropic error types that OpenAI clients recognise by code.
 ANTHROPIC_ERROR_TO_OPENAI_CODE: Final[dict[str, str]] = {
     "rate_limit_error": "rate_limit_exceeded",
@@ -616,12 +603,6 @@ def openai_error_to_anthropic(status: int, body: Any) -> JSON:
     error = _inner_error(body)
     kind = OPENAI_CODE_TO_ANTHROPIC_ERROR.get(str(error.get("code")), anthropic_error_type(status))
     return {"type": "error", "error": {"type": kind, "message": _error_message(error, body)}}
-
-
-def anthropic_error_type(status: int) -> str:
-    if status in STATUS_TO_ANTHROPIC_ERROR:
-        return STATUS_TO_ANTHROPIC_ERROR[status]
-    return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
 def _inner_error(body: Any) -> JSON:
