@@ -137,8 +137,8 @@ class Sidecar:
             for b in members:
                 chains_of[b.name].append(chain)
         for name, m in self.members.items():
+            # Reading the state moves an expired cooldown to half-open; on_change sets the gauge.
             state = m.circuit.state
-            self.metrics.circuit.labels(name).set(int(state))
             backends.append(
                 {
                     "name": name,

@@ -82,7 +82,6 @@ class Committed:
     adapter: StreamAdapter
     head: bytes
     step: StreamStep
-    sent_at: float
     redact: Callable[[bytes], bytes]
     chain: "FallbackChain"
     call: Call
@@ -386,7 +385,7 @@ class FallbackChain:
             else m.adapter.response_headers(resp.headers)
         )
         out.stream = Committed(
-            m, series, resp, adapter, step.out, step, start, self._redact, self, call, headers
+            m, series, resp, adapter, step.out, step, self._redact, self, call, headers
         )
         return None
 
