@@ -12,8 +12,9 @@ Stream rules (protocols.md §1.3, CONTRACT §5, §11):
   sidecar asks every OpenAI-family upstream for usage to count tokens.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from sidecar.backends.base import StreamAdapter, StreamStep, Usage
@@ -65,29 +66,34 @@ def usage_of(obj: Any) -> Usage | None:
     )
 
 
-_PLAIN_DELTA = frozenset({"role", "content"})
+class _Delta(msgspec.Struct, forbid_unknown_fields=True):
+    role: str | None = None
+    content: str | None = None
+    refusal: None = None
 
 
-def _plain(obj: dict[str, Any]) -> bool:
-    """The common chunk: one choice, a delta of at most role and content, no error or usage."""
-    if "error" in obj or obj.get("usage") is not None:
-        return False
-    choices = obj.get("choices")
-    if type(choices) is not list or len(choices) != 1:
-        return False
-    choice = choices[0]
-    delta = choice.get("delta") if type(choice) is dict else None
-    return type(delta) is dict and _PLAIN_DELTA.issuperset(delta)
+class _Choice(msgspec.Struct):
+    delta: _Delta
+    finish_reason: str | None = None
 
 
-def _span(parts: list[bytes], start: int, end: int) -> int:
-    """Bytes taken by events parts[start:end], each with its blank line."""
-    return sum(len(p) for p in parts[start:end]) + 2 * (end - start)
+class _PlainChunk(msgspec.Struct):
+    """The common chunk: one choice whose delta carries at most a role and text, no usage and no
+    error. Anything else (and anything that is not JSON) fails to decode and is read in full."""
+
+    choices: Annotated[list[_Choice], msgspec.Meta(min_length=1, max_length=1)]
+    usage: None = None
+    error: msgspec.UnsetType = msgspec.UNSET
 
 
-def _flush(out: list[bytes], data: bytes, start: int, end: int) -> list[bytes]:
-    if start < end:
-        out.append(data[start:end])
+_decode_plain = msgspec.json.Decoder(_PlainChunk).decode
+
+
+def _prepend(out: list[bytes], data: bytes, parts: list[bytes], start: int) -> list[bytes]:
+    """Puts the bytes of events parts[:start], relayed unchanged, in front of `out`."""
+    if start:
+        rest = sum(len(p) for p in parts[start:]) + 2 * (len(parts) - start)
+        out.insert(0, data[: len(data) - rest])
     return out
 
 
@@ -118,88 +124,45 @@ class OpenAIStream(StreamAdapter):
 
     def feed(self, data: Any) -> StreamStep:
         # The hot path: whole events, nothing pending in the decoder. Each `data: {json}` event
-        # is parsed once and, when nothing must change, the chunk is relayed as the same bytes.
+        # is decoded once, the common chunk into a typed struct that skips what is not read
+        # (half the cost of building dicts), and unchanged events go out as the same bytes.
         # Anything else (comments, `event:` lines, CR, multi-line data, a part that does not
         # parse) hands the rest of the chunk to the SSE decoder, which is exact.
-        if self._framed and data[-2:] == b"\n\n":
-            parts = data.split(b"\n\n")
-            parts.pop()
-            return self._fast(data, parts)
-        return self._slow(data, StreamStep(), [])
+        if not (self._framed and data[-2:] == b"\n\n"):
+            return self._slow(data, StreamStep(), [])
+        step = StreamStep()
+        parts = data.split(b"\n\n")
+        parts.pop()
+        if self.resume:
+            return self._each(data, parts, 0, step)
+        text = self.text
+        for i, part in enumerate(parts):
+            if part[:6] != b"data: ":
+                return self._each(data, parts, i, step)
+            try:
+                choice = _decode_plain(part[6:]).choices[0]
+            except msgspec.DecodeError:  # not the common chunk: [DONE], usage, an error, ...
+                return self._each(data, parts, i, step)
+            if choice.finish_reason:
+                step.finished = True
+            content = choice.delta.content
+            if content:
+                step.content = True
+                text.append(content)
+        step.out = data
+        return step
 
     def end(self) -> StreamStep:
         return self._events(self._decoder.flush(), StreamStep(), [])
 
-    def _fast(self, data: bytes, parts: list[bytes]) -> StreamStep:
-        if len(parts) < 4:
-            return self._each(data, parts)
-        done = parts[-1] == b"data: [DONE]"
-        events = parts[:-1] if done else parts
-        payloads = [p[6:] for p in events if p[:6] == b"data: "]
-        if len(payloads) == len(events):
-            # One parse for the whole chunk. Exact: with as many objects as events, and each
-            # a dict, no payload can have merged with or split into another.
-            try:
-                objs = orjson.loads(b"[" + b",".join(payloads) + b"]")
-            except orjson.JSONDecodeError:
-                objs = None
-            if objs is not None and len(objs) == len(payloads):
-                return self._batch(data, parts, objs, payloads, done)
-        return self._each(data, parts)
-
-    def _batch(
-        self, data: bytes, parts: list[bytes], objs: list[Any], payloads: list[bytes], done: bool
-    ) -> StreamStep:
-        step = StreamStep()
-        out: list[bytes] = []
-        text = self.text
-        plain = not self.resume
-        # Unchanged events are relayed as slices of `data`; offsets are only worked out where an
-        # event changes, which is rare (the usage chunk the caller did not ask for).
-        run = pos = 0  # byte offsets of the current unchanged run, [run, pos)
-        seen = 0  # events whose bytes are accounted in pos
-        for i, obj in enumerate(objs):
-            # The common chunk, inline: this loop runs once per streamed event.
-            if plain and type(obj) is dict and "error" not in obj and obj.get("usage") is None:
-                choices = obj.get("choices")
-                if type(choices) is list and len(choices) == 1:
-                    choice = choices[0]
-                    delta = choice.get("delta") if type(choice) is dict else None
-                    if type(delta) is dict and _PLAIN_DELTA.issuperset(delta):
-                        if choice.get("finish_reason"):
-                            step.finished = True
-                        content = delta.get("content")
-                        if content:
-                            step.content = True
-                            text.append(content)
-                        continue
-            event = self._event(obj, payloads[i], step)
-            if event is _KEEP:
-                continue
-            pos += _span(parts, seen, i)
-            end = pos + len(parts[i]) + 2
-            seen = i + 1
-            _flush(out, data, run, pos)
-            if event is None:
-                step.out = b"".join(out)
-                return step
-            if event:
-                out.append(event)
-            run = pos = end
-        if done:
-            step.done = True
-        if run == 0:
-            step.out = data
-        else:
-            step.out = b"".join(_flush(out, data, run, len(data)))
-        return step
-
-    def _each(self, data: bytes, parts: list[bytes]) -> StreamStep:
-        step = StreamStep()
+    def _each(self, data: bytes, parts: list[bytes], start: int, step: StreamStep) -> StreamStep:
+        """Events parts[start:] read in full; the ones before were common chunks, relayed as is."""
         out: list[bytes] = []
         same = True
-        for i, part in enumerate(parts):
+        for i in range(start, len(parts)):
+            part = parts[i]
             if part[:6] != b"data: ":
+                _prepend(out, data, parts, start)
                 return self._slow(b"\n\n".join(parts[i:]) + b"\n\n", step, out)
             payload = part[6:]
             if payload == b"[DONE]":
@@ -210,6 +173,7 @@ class OpenAIStream(StreamAdapter):
             try:
                 obj = orjson.loads(payload)
             except orjson.JSONDecodeError:
+                _prepend(out, data, parts, start)
                 return self._slow(b"\n\n".join(parts[i:]) + b"\n\n", step, out)
             event = self._event(obj, payload, step)
             if event is _KEEP:
@@ -220,7 +184,10 @@ class OpenAIStream(StreamAdapter):
                 break
             if event:
                 out.append(event)
-        step.out = data if same else b"".join(out)
+        if same:
+            step.out = data
+        else:
+            step.out = b"".join(_prepend(out, data, parts, start))
         return step
 
     def _slow(self, data: bytes, step: StreamStep, out: list[bytes]) -> StreamStep:
@@ -251,15 +218,6 @@ class OpenAIStream(StreamAdapter):
 
     def _event(self, obj: Any, raw: bytes, step: StreamStep) -> bytes | None:
         """The event to relay: `_KEEP` (unchanged), b"" (dropped) or new bytes; None stops."""
-        if type(obj) is dict and not self.resume and _plain(obj):
-            choice = obj["choices"][0]
-            if choice.get("finish_reason"):
-                step.finished = True
-            content = choice["delta"].get("content")
-            if content:
-                step.content = True
-                self.text.append(content)
-            return _KEEP
         if not isinstance(obj, dict):
             msg = "upstream sent a malformed stream event"
             step.error = (FailureClass.INVALID_RESPONSE, error_event(msg, "invalid_response"))

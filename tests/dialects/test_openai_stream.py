@@ -1,6 +1,7 @@
 """The OpenAI stream adapter: the same relayed bytes and signals for any split of the input."""
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -97,3 +98,43 @@ def test_a_chunk_of_many_events_relays_what_the_same_events_relay_one_by_one() -
     assert batched[2:] == by_event[2:]
     assert b'"delta":{}' in batched[0]
     assert orjson.dumps(usage_chunk("m", 6)) not in batched[0]
+
+
+def _signals(data: bytes) -> tuple[object, ...]:
+    a = OpenAIStream(include_usage=False)
+    steps = [a.feed(data), a.end()]
+    error = next((s.error[0] for s in steps if s.error is not None), None)
+    return (
+        any(s.content for s in steps),
+        any(s.finished for s in steps),
+        any(s.done for s in steps),
+        error,
+        "".join(map(str, a.text)),
+        a.text_only,
+        a.usage,
+    )
+
+
+ODD_EVENTS = {
+    "tool call": chunk("m", {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}),
+    "refusal": chunk("m", {"refusal": "no"}),
+    "null refusal": chunk("m", {"content": "x", "refusal": None}),
+    "two choices": {**chunk("m", {"content": "a"}), "choices": [{"delta": {"content": "a"}}] * 2},
+    "usage": usage_chunk("m", 6),
+    "error beside choices": {**chunk("m", {"content": "a"}), "error": {"message": "boom"}},
+    "null error": {**chunk("m", {"content": "a"}), "error": None},
+    "finish length": chunk("m", {}, "length"),
+    "content not text": chunk("m", {"content": ["a"]}),
+    "no delta": {"choices": [{"index": 0, "finish_reason": None}]},
+    "not an object": [1],
+}
+
+
+@pytest.mark.parametrize("odd", ODD_EVENTS.values(), ids=ODD_EVENTS.keys())
+def test_the_typed_fast_path_gives_the_signals_of_the_exact_decoder_for_every_shape(
+    odd: object,
+) -> None:
+    events = [*EVENTS[:3], orjson.dumps(odd), *EVENTS[3:]]
+    whole = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    # CRLF line ends take the SSE decoder and read every event in full, as dicts.
+    assert _signals(whole) == _signals(whole.replace(b"\n", b"\r\n"))
