@@ -97,6 +97,13 @@ def _prepend(out: list[bytes], data: bytes, parts: list[bytes], start: int) -> l
     return out
 
 
+def _events_of(data: bytes) -> list[bytes]:
+    """The events of a chunk that ends with a blank line, without their blank lines."""
+    parts = data.split(b"\n\n")
+    parts.pop()
+    return parts
+
+
 def _opening(choices: list[Any]) -> bool:
     # A role-only first chunk: `delta: {"role": "assistant", "content": ""}` and no finish.
     for choice in choices:
@@ -123,26 +130,37 @@ class OpenAIStream(StreamAdapter):
         self._framed = True
 
     def feed(self, data: Any) -> StreamStep:
-        # The hot path: whole events, nothing pending in the decoder. Each `data: {json}` event
-        # is decoded once, the common chunk into a typed struct that skips what is not read
-        # (half the cost of building dicts), and unchanged events go out as the same bytes.
-        # Anything else (comments, `event:` lines, CR, multi-line data, a part that does not
-        # parse) hands the rest of the chunk to the SSE decoder, which is exact.
+        # The hot path: whole `data: {json}` events, one line each, nothing pending in the
+        # decoder. With no CR and no newline but the blank lines, splitting on "\n\ndata: " yields
+        # exactly the events' payloads. Each is decoded once, the common chunk into a typed struct
+        # that skips what is not read (half the cost of building dicts), and unchanged events go
+        # out as the same bytes. Any other chunk, or the first event that is not the common chunk,
+        # is read in full from there on (`_each`), and anything but whole one-line data events
+        # (comments, `event:` lines, CR, multi-line data) goes to the SSE decoder, which is exact.
         if not (self._framed and data[-2:] == b"\n\n"):
             return self._slow(data, StreamStep(), [])
         step = StreamStep()
-        parts = data.split(b"\n\n")
-        parts.pop()
-        if self.resume:
-            return self._each(data, parts, 0, step)
+        payloads = data.split(b"\n\ndata: ")
+        if (
+            self.resume
+            or data[:6] != b"data: "
+            or b"\r" in data
+            or data.count(b"\n") != 2 * len(payloads)
+        ):
+            return self._each(data, _events_of(data), 0, step)
+        payloads[0] = payloads[0][6:]
+        last = payloads.pop()
+        if last == b"[DONE]\n\n":
+            step.done = True
+        else:
+            payloads.append(last[:-2])
         text = self.text
-        for i, part in enumerate(parts):
-            if part[:6] != b"data: ":
-                return self._each(data, parts, i, step)
+        for i, payload in enumerate(payloads):
             try:
-                choice = _decode_plain(part[6:]).choices[0]
-            except msgspec.DecodeError:  # not the common chunk: [DONE], usage, an error, ...
-                return self._each(data, parts, i, step)
+                choice = _decode_plain(payload).choices[0]
+            except msgspec.DecodeError:  # not the common chunk: usage, an error, malformed ...
+                step.done = False
+                return self._each(data, _events_of(data), i, step)
             if choice.finish_reason:
                 step.finished = True
             content = choice.delta.content
@@ -161,7 +179,7 @@ class OpenAIStream(StreamAdapter):
         same = True
         for i in range(start, len(parts)):
             part = parts[i]
-            if part[:6] != b"data: ":
+            if part[:6] != b"data: " or b"\n" in part or b"\r" in part:
                 _prepend(out, data, parts, start)
                 return self._slow(b"\n\n".join(parts[i:]) + b"\n\n", step, out)
             payload = part[6:]

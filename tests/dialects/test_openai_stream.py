@@ -100,9 +100,15 @@ def test_a_chunk_of_many_events_relays_what_the_same_events_relay_one_by_one() -
     assert orjson.dumps(usage_chunk("m", 6)) not in batched[0]
 
 
-def _signals(data: bytes) -> tuple[object, ...]:
+def _signals(*reads: bytes) -> tuple[object, ...]:
     a = OpenAIStream(include_usage=False)
-    steps = [a.feed(data), a.end()]
+    steps: list[StreamStep] = []
+    for r in reads:
+        steps.append(a.feed(r))
+        if steps[-1].error is not None:  # the relay stops at an error
+            break
+    else:
+        steps.append(a.end())
     error = next((s.error[0] for s in steps if s.error is not None), None)
     return (
         any(s.content for s in steps),
@@ -127,6 +133,9 @@ ODD_EVENTS = {
     "content not text": chunk("m", {"content": ["a"]}),
     "no delta": {"choices": [{"index": 0, "finish_reason": None}]},
     "not an object": [1],
+    # Raw bytes: JSON that is only whole if a line break inside it is taken for whitespace.
+    "json across lines": b'{"choices":\n[{"delta":{"content":"a"}}]}',
+    "json across a cr": b'{"choices":\r[{"delta":{"content":"a"}}]}',
 }
 
 
@@ -134,7 +143,10 @@ ODD_EVENTS = {
 def test_the_typed_fast_path_gives_the_signals_of_the_exact_decoder_for_every_shape(
     odd: object,
 ) -> None:
-    events = [*EVENTS[:3], orjson.dumps(odd), *EVENTS[3:]]
+    events = [*EVENTS[:3], odd if isinstance(odd, bytes) else orjson.dumps(odd), *EVENTS[3:]]
     whole = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     # CRLF line ends take the SSE decoder and read every event in full, as dicts.
     assert _signals(whole) == _signals(whole.replace(b"\n", b"\r\n"))
+    # The same event alone in its read, and as the last event of one.
+    one_by_one = [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+    assert _signals(*one_by_one) == _signals(whole)
