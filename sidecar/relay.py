@@ -75,9 +75,11 @@ class StreamRelay:
     ) -> web.StreamResponse:
         c = self.c
         resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **c.headers, **headers})
+        complete = False  # the upstream's stream ended as it should
         try:
             await resp.prepare(request)
             broken = await self._relay(resp, c, idle_timeout)
+            complete = broken is None
             if broken is not None and not self._aborted:
                 c.series.failures[broken.cls].inc()
                 self.end = broken.cls.value
@@ -92,7 +94,7 @@ class StreamRelay:
         except ConnectionResetError:
             self.client_gone = True
         finally:
-            self._close(c)
+            self._close(c, complete)
         return resp
 
     async def _relay(
@@ -170,16 +172,17 @@ class StreamRelay:
         if cont is None:
             return False
         if self._aborted:
-            self._close(cont)
+            self._close(cont, False)
             cont.series.recovery_failure.inc()
             return False
         self._current = cont
+        complete = False
         try:
             idle = cont.member.config.settings.stream_idle_timeout_s
-            failed = await self._relay(resp, cont, idle)
+            complete = await self._relay(resp, cont, idle) is None
         finally:
-            self._close(cont)
-        if failed is None:
+            self._close(cont, complete)
+        if complete:
             cont.series.recovery_success.inc()
             return True
         cont.series.recovery_failure.inc()
@@ -190,8 +193,13 @@ class StreamRelay:
         event = c.redact(broken.event) if broken.event else b""
         await resp.write(event or c.adapter.terminal_error(broken.message, broken.cls.value))
 
-    def _close(self, c: Committed) -> None:
-        c.response.close()
+    def _close(self, c: Committed, complete: bool) -> None:
+        # A complete stream's connection is kept for the next request; any other is dropped,
+        # so that the upstream stops generating at once.
+        if complete and not self._aborted:
+            c.response.finish()
+        else:
+            c.response.close()
         c.series.count_tokens(c.adapter.usage.prompt, c.adapter.usage.completion)
 
 

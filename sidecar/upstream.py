@@ -51,11 +51,21 @@ class UpstreamError(Exception):
         self.detail = detail
 
 
-class UpstreamResponse:
-    __slots__ = ("_resp", "headers", "status")
+# A complete stream's body often ends a read after its terminator (`[DONE]`, `message_stop`):
+# that tail is read in the background, so that the connection goes back to the pool instead of
+# costing the next request a new TCP and TLS handshake. A tail longer than this closes it.
+TAIL_S = 2.0
+TAIL_BYTES = 64 * 1024
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+
+class UpstreamResponse:
+    __slots__ = ("_resp", "_tails", "headers", "status")
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, tails: "set[asyncio.Task[None]] | None" = None
+    ) -> None:
         self._resp = resp
+        self._tails = tails
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
@@ -81,6 +91,32 @@ class UpstreamResponse:
         # sees the cancel at once rather than keep generating tokens.
         self._resp.close()
 
+    def finish(self) -> None:
+        """The answer is complete: keep the connection once the body has ended (see TAIL_S)."""
+        if self._resp.content.is_eof() or self._tails is None:
+            self._resp.release()  # at the end of the body, the connection is already pooled
+            return
+        task = asyncio.ensure_future(_read_tail(self._resp))
+        self._tails.add(task)
+        task.add_done_callback(self._tails.discard)
+
+
+async def _read_tail(resp: aiohttp.ClientResponse) -> None:
+    try:
+        async with asyncio.timeout(TAIL_S):
+            seen = 0
+            while chunk := await resp.content.readany():
+                seen += len(chunk)
+                if seen > TAIL_BYTES:
+                    break
+            else:
+                resp.release()
+                return
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    finally:
+        resp.close()  # a no-op once released; otherwise the connection is dropped
+
 
 class Upstream:
     """The connection pool and sender for one backend."""
@@ -88,6 +124,7 @@ class Upstream:
     def __init__(self, backend: Backend) -> None:
         s = backend.settings
         self.name = backend.name
+        self._tails: set[asyncio.Task[None]] = set()
         self._connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=self._connector,
@@ -114,9 +151,12 @@ class Upstream:
             raise UpstreamError(
                 FailureClass.INVALID_RESPONSE, f"bad response: {e.message}"
             ) from None
-        return UpstreamResponse(resp)
+        return UpstreamResponse(resp, self._tails)
 
     async def close(self) -> None:
+        for task in self._tails:
+            task.cancel()
+        await asyncio.gather(*self._tails, return_exceptions=True)
         await self._session.close()
 
 

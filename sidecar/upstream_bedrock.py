@@ -84,6 +84,9 @@ class BedrockResponse(UpstreamResponse):
         if self._stream is not None:
             self._stream.close()
 
+    def finish(self) -> None:
+        self.close()
+
 
 class BedrockUpstream(Upstream):
     """One aiobotocore client per backend, opened on first use, closed with the app."""

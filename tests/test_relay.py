@@ -8,6 +8,8 @@ import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
 from fakes.openai_upstream import Script
 
+import sidecar.upstream as sidecar_upstream
+
 LONG = " ".join(f"w{i}" for i in range(40))
 
 
@@ -69,6 +71,43 @@ async def test_stream_is_relayed_chunk_by_chunk(
     assert len(arrivals) == 5
     # Each word arrives on its own, about one delay apart, not all at the end.
     assert arrivals[-1] - arrivals[0] > 0.4
+
+
+async def test_a_stream_whose_body_ends_after_done_keeps_its_upstream_connection(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    # `[DONE]` and the end of the chunked body often come in different reads: the caller is
+    # answered at `[DONE]`, and the connection still goes back to the pool, not closed.
+    a = await fake(Script(done_gap_s=0.3))
+    sc = await sidecar(chain_env(a))
+    for _ in range(3):
+        started = time.monotonic()
+        r = await post(http, sc.url, chat(stream=True))
+        assert sse_data(r.text)[-1] == "[DONE]"
+        assert time.monotonic() - started < 0.3  # not held for the upstream's tail
+        await asyncio.sleep(0.4)
+    assert len(a.seen) == 3
+    assert len({s.peer_port for s in a.seen}) == 1
+
+
+async def test_a_stream_tail_that_does_not_end_in_time_drops_the_connection(
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sidecar_upstream, "TAIL_S", 0.2)
+    a = await fake(Script(done_gap_s=5))
+    sc = await sidecar(chain_env(a))
+    r = await post(http, sc.url, chat(stream=True))
+    assert sse_data(r.text)[-1] == "[DONE]"
+    for _ in range(40):
+        if a.cancelled:
+            break
+        await asyncio.sleep(0.05)
+    assert a.cancelled  # the upstream saw the connection go
+    await post(http, sc.url, chat(stream=True))
+    assert len({s.peer_port for s in a.seen}) == 2
 
 
 async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(

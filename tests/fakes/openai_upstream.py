@@ -34,6 +34,8 @@ class Script:
     usage: bool = True
     # Stream recovery: answer with the rest of this text after the prefill it was sent.
     continues: str | None = None
+    # Streams: how long the body's end (the last HTTP chunk) lags behind `data: [DONE]`.
+    done_gap_s: float = 0.0
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Seen(JsonBody):
     headers: dict[str, str]
     body: bytes
     raw_path: str = ""
+    # The client's port: requests on one kept-alive connection share it.
+    peer_port: int = 0
 
 
 class FakeOpenAI(Loopback[Script, Seen]):
@@ -57,8 +61,14 @@ class FakeOpenAI(Loopback[Script, Seen]):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         seen = Seen(
-            request.path, request.query_string, lower_headers(request), body, request.raw_path
+            request.path,
+            request.query_string,
+            lower_headers(request),
+            body,
+            request.raw_path,
+            peer[1] if peer else 0,
         )
         try:
             s = await self.take(seen)
@@ -105,6 +115,8 @@ class FakeOpenAI(Loopback[Script, Seen]):
             await resp.write(_event(usage_chunk(model, len(words))))
         if s.end == "done":
             await resp.write(b"data: [DONE]\n\n")
+        if s.done_gap_s:
+            await asyncio.sleep(s.done_gap_s)
         return resp
 
     async def _bad_end(
