@@ -6,7 +6,8 @@ and the relay's business: they wrap these calls in `asyncio.timeout`.
 """
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -58,12 +59,27 @@ TAIL_S = 2.0
 TAIL_BYTES = 64 * 1024
 
 
+class Tails:
+    """The background tail reads of one backend, cancelled when it closes."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, read: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(read)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class UpstreamResponse:
     __slots__ = ("_resp", "_tails", "headers", "status")
 
-    def __init__(
-        self, resp: aiohttp.ClientResponse, tails: "set[asyncio.Task[None]] | None" = None
-    ) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, tails: Tails | None = None) -> None:
         self._resp = resp
         self._tails = tails
         self.status = resp.status
@@ -96,9 +112,7 @@ class UpstreamResponse:
         if self._resp.content.is_eof() or self._tails is None:
             self._resp.release()  # at the end of the body, the connection is already pooled
             return
-        task = asyncio.ensure_future(_read_tail(self._resp))
-        self._tails.add(task)
-        task.add_done_callback(self._tails.discard)
+        self._tails.spawn(_read_tail(self._resp))
 
 
 async def _read_tail(resp: aiohttp.ClientResponse) -> None:
@@ -124,7 +138,7 @@ class Upstream:
     def __init__(self, backend: Backend) -> None:
         s = backend.settings
         self.name = backend.name
-        self._tails: set[asyncio.Task[None]] = set()
+        self._tails = Tails()
         self._connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=self._connector,
@@ -154,9 +168,7 @@ class Upstream:
         return UpstreamResponse(resp, self._tails)
 
     async def close(self) -> None:
-        for task in self._tails:
-            task.cancel()
-        await asyncio.gather(*self._tails, return_exceptions=True)
+        await self._tails.cancel()
         await self._session.close()
 
 

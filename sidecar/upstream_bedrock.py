@@ -28,7 +28,7 @@ from sidecar.backends.base import UpstreamRequest
 from sidecar.backends.bedrock import Converse
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
-from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
+from sidecar.upstream import TAIL_S, Tails, Upstream, UpstreamError, UpstreamResponse
 
 F = FailureClass
 
@@ -37,6 +37,8 @@ _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("reques
 
 # A Bedrock model timeout is a timeout (CONTRACT §5), though it comes as an HTTP 408 answer.
 _TIMEOUT_CODES = frozenset({"ModelTimeoutException"})
+# Events read after `metadata` before the connection is given up on (there should be none).
+_TAIL_EVENTS = 16
 
 
 class BedrockResponse(UpstreamResponse):
@@ -48,8 +50,10 @@ class BedrockResponse(UpstreamResponse):
         headers: Mapping[str, str],
         body: bytes = b"",
         stream: Any = None,
+        tails: Tails | None = None,
     ) -> None:
         self.status = status
+        self._tails = tails
         self.headers = headers
         self._body = body
         self._stream = stream
@@ -85,7 +89,23 @@ class BedrockResponse(UpstreamResponse):
             self._stream.close()
 
     def finish(self) -> None:
-        self.close()
+        """Complete at `metadata`: the stream's end is read in the background (as `TAIL_S` in
+        `sidecar.upstream` says), so that aiobotocore pools the connection."""
+        if self._events is None or self._tails is None:
+            self.close()
+        else:
+            self._tails.spawn(self._read_tail(self._events))
+
+    async def _read_tail(self, events: AsyncIterator[Any]) -> None:
+        try:
+            # StopAsyncIteration is the body's end: aiohttp has pooled the connection by then.
+            # Any other ending drops it, as close() does.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(TAIL_S):
+                    for _ in range(_TAIL_EVENTS):
+                        await anext(events)
+        finally:
+            self.close()
 
 
 class BedrockUpstream(Upstream):
@@ -102,6 +122,7 @@ class BedrockUpstream(Upstream):
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._tails = Tails()
 
     async def _open(self) -> Any:
         async with self._lock:
@@ -136,7 +157,8 @@ class BedrockUpstream(Upstream):
             client = await self._open()
             if call.stream:
                 resp = await client.converse_stream(**call.params)
-                return BedrockResponse(200, _headers(resp), stream=resp["stream"])
+                stream = resp["stream"]
+                return BedrockResponse(200, _headers(resp), stream=stream, tails=self._tails)
             resp = await client.converse(**call.params)
             return BedrockResponse(200, _headers(resp), orjson.dumps(resp, default=_blob))
         except ClientError as e:
@@ -147,6 +169,7 @@ class BedrockUpstream(Upstream):
             _REQUEST_ID.reset(token)
 
     async def close(self) -> None:
+        await self._tails.cancel()
         await self._stack.aclose()
 
 

@@ -1,5 +1,6 @@
 """Kind `bedrock` through aiobotocore against the fake Bedrock on loopback."""
 
+import asyncio
 import socket
 from typing import Any
 
@@ -18,6 +19,7 @@ from conftest import (
 )
 from fakes.bedrock_upstream import FakeBedrock, Script
 
+import sidecar.upstream_bedrock as sidecar_upstream_bedrock
 from sidecar.backends.bedrock import BedrockSource
 from sidecar.backends.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
@@ -77,6 +79,36 @@ async def test_openai_caller_streams_a_converse_stream(
     assert bedrock.seen[0].operation == "converse-stream"
     assert tokens(sc, "aws", "prompt") == 9
     assert tokens(sc, "aws", "completion") == 4
+
+
+async def test_a_converse_stream_whose_body_ends_late_keeps_its_connection(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    bedrock.default = Script(done_gap_s=0.3)
+    sc = await sidecar(chain(("aws", bedrock)))
+    for _ in range(3):
+        r = await post(http, sc.url, chat(stream=True))
+        assert streamed_text(r.text) == "Hello from the fake Bedrock."
+        await asyncio.sleep(0.4)
+    assert len({s.peer_port for s in bedrock.seen}) == 1
+
+
+async def test_a_converse_stream_tail_that_does_not_end_in_time_drops_the_connection(
+    bedrock: FakeBedrock,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sidecar_upstream_bedrock, "TAIL_S", 0.2)
+    bedrock.default = Script(done_gap_s=5)
+    sc = await sidecar(chain(("aws", bedrock)))
+    r = await post(http, sc.url, chat(stream=True))
+    assert streamed_text(r.text) == "Hello from the fake Bedrock."
+    for _ in range(40):
+        if bedrock.cancelled:
+            break
+        await asyncio.sleep(0.05)
+    assert bedrock.cancelled
 
 
 async def test_converse_tool_use_streams_as_openai_tool_call_fragments(

@@ -7,6 +7,8 @@ Errors carry `x-amzn-ErrorType` and the status of protocols.md §5.4; a stream c
 exception frame or be cut. Every request is recorded with its model id, headers and body.
 """
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,8 @@ class Script:
     after: int = 10**9
     slice_bytes: int = 37
     delay_s: float = 0.0
+    # How long the body's end lags behind the last frame (`metadata`).
+    done_gap_s: float = 0.0
     usage: JSON = field(
         default_factory=lambda: {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13}
     )
@@ -53,18 +57,24 @@ class Seen(JsonBody):
     model_id: str
     headers: dict[str, str]
     body: bytes
+    # The client's port: requests on one kept-alive connection share it.
+    peer_port: int = 0
 
 
 class FakeBedrock(Loopback[Script, Seen]):
     def __init__(self, default: Script | None = None) -> None:
         super().__init__(default or Script())
+        # When a client hung up on a stream's tail (`done_gap_s`).
+        self.cancelled: list[float] = []
         self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
         self.app.router.add_post("/model/{model_id:.+}/converse-stream", self._converse_stream)
 
     async def _next(self, request: web.Request, operation: str) -> Script:
         body = await request.read()
         model_id = request.match_info["model_id"]
-        return await self.take(Seen(operation, model_id, lower_headers(request), body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        seen = Seen(operation, model_id, lower_headers(request), body, peer[1] if peer else 0)
+        return await self.take(seen)
 
     async def _converse(self, request: web.Request) -> web.Response:
         s = await self._next(request, "converse")
@@ -87,6 +97,12 @@ class FakeBedrock(Loopback[Script, Seen]):
         if s.end == "cut":
             assert request.transport is not None
             request.transport.abort()
+        if s.done_gap_s:
+            try:
+                await asyncio.sleep(s.done_gap_s)
+            except asyncio.CancelledError:
+                self.cancelled.append(time.monotonic())
+                raise
         return resp
 
 
