@@ -6,7 +6,7 @@ and the relay's business: they wrap these calls in `asyncio.timeout`.
 """
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -55,20 +55,28 @@ class UpstreamError(Exception):
 # A complete stream's body often ends a read after its terminator (`[DONE]`, `message_stop`):
 # that tail is read in the background, so that the connection goes back to the pool instead of
 # costing the next request a new TCP and TLS handshake. A tail longer than this closes it.
+# A tail holds its pooled connection while it is read: an upstream that keeps streams open
+# after their terminator may tie up at most TAIL_POOL_SHARE of the pool, the rest are closed.
 TAIL_S = 2.0
 TAIL_BYTES = 64 * 1024
+TAIL_POOL_SHARE = 0.1
 
 
 class Tails:
     """The background tail reads of one backend, cancelled when it closes."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool_size: int) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limit = max(1, int(pool_size * TAIL_POOL_SHARE))
 
-    def spawn(self, read: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(read)
+    def spawn(self, read: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Starts `read()`; False, and nothing started, when as many tails are being read."""
+        if len(self._tasks) >= self._limit:
+            return False
+        task = asyncio.ensure_future(read())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def cancel(self) -> None:
         for task in self._tasks:
@@ -109,10 +117,11 @@ class UpstreamResponse:
 
     def finish(self) -> None:
         """The answer is complete: keep the connection once the body has ended (see TAIL_S)."""
-        if self._resp.content.is_eof() or self._tails is None:
-            self._resp.release()  # at the end of the body, the connection is already pooled
-            return
-        self._tails.spawn(_read_tail(self._resp))
+        resp = self._resp
+        if resp.content.is_eof():
+            resp.release()  # at the end of the body, the connection is already pooled
+        elif self._tails is None or not self._tails.spawn(lambda: _read_tail(resp)):
+            resp.close()
 
 
 async def _read_tail(resp: aiohttp.ClientResponse) -> None:
@@ -138,7 +147,7 @@ class Upstream:
     def __init__(self, backend: Backend) -> None:
         s = backend.settings
         self.name = backend.name
-        self._tails = Tails()
+        self._tails = Tails(s.max_connections)
         self._connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=self._connector,

@@ -91,10 +91,13 @@ class BedrockResponse(UpstreamResponse):
     def finish(self) -> None:
         """Complete at `metadata`: the stream's end is read in the background (as `TAIL_S` in
         `sidecar.upstream` says), so that aiobotocore pools the connection."""
-        if self._events is None or self._tails is None:
+        events = self._events
+        if (
+            events is None
+            or self._tails is None
+            or not self._tails.spawn(lambda: self._read_tail(events))
+        ):
             self.close()
-        else:
-            self._tails.spawn(self._read_tail(self._events))
 
     async def _read_tail(self, events: AsyncIterator[Any]) -> None:
         try:
@@ -122,7 +125,7 @@ class BedrockUpstream(Upstream):
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
-        self._tails = Tails()
+        self._tails = Tails(backend.settings.max_connections)
 
     async def _open(self) -> Any:
         async with self._lock:

@@ -110,6 +110,25 @@ async def test_a_stream_tail_that_does_not_end_in_time_drops_the_connection(
     assert len({s.peer_port for s in a.seen}) == 2
 
 
+async def test_stream_tails_never_tie_up_the_backend_pool(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    # An upstream that keeps every stream open after [DONE]: with a pool of 2, one tail is read
+    # and the rest are closed, so the next requests still get a connection at once.
+    a = await fake(Script(done_gap_s=5))
+    sc = await sidecar(chain_env(a, B0_MAX_CONNECTIONS="2"))
+    started = time.monotonic()
+    for _ in range(4):
+        r = await post(http, sc.url, chat(stream=True))
+        assert sse_data(r.text)[-1] == "[DONE]"
+    assert time.monotonic() - started < 1.0  # not waiting out a tail for a free connection
+    for _ in range(40):
+        if len(a.cancelled) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(a.cancelled) == 3
+
+
 async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
     fake: FakeFactory, sidecar: SidecarFactory
 ) -> None:
