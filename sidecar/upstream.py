@@ -68,10 +68,11 @@ class Tails:
     def __init__(self, pool_size: int) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._limit = max(1, int(pool_size * TAIL_POOL_SHARE))
+        self._closed = False
 
     def spawn(self, read: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Starts `read()`; False, and nothing started, when as many tails are being read."""
-        if len(self._tasks) >= self._limit:
+        if self._closed or len(self._tasks) >= self._limit:
             return False
         task = asyncio.ensure_future(read())
         self._tasks.add(task)
@@ -79,6 +80,7 @@ class Tails:
         return True
 
     async def cancel(self) -> None:
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -129,6 +129,16 @@ async def test_stream_tails_never_tie_up_the_backend_pool(
     assert len(a.cancelled) == 3
 
 
+async def test_no_tail_is_read_once_the_backend_is_closed() -> None:
+    tails = sidecar_upstream.Tails(pool_size=100)
+    await tails.cancel()
+
+    async def read() -> None:
+        raise AssertionError("started after close")
+
+    assert tails.spawn(read) is False
+
+
 async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
     fake: FakeFactory, sidecar: SidecarFactory
 ) -> None:

@@ -90,6 +90,7 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ({**BASE, "P_BASE_URL": "http://metadata.google.internal/"}, "P_BASE_URL", "metadata"),
         ({**BASE, "P_BASE_URL": "https://llm.internal/v1?key=abc"}, "P_BASE_URL", "query"),
         ({**BASE, "P_BASE_URL": "https://llm.internal/v1#x"}, "P_BASE_URL", "fragment"),
+        ({**BASE, "P_BASE_URL": "https://llm.internal/v1?\n"}, "P_BASE_URL", "query"),
         ({**BASE, "P_MODEL_MAP": "a=b,c"}, "P_MODEL_MAP", "requested=sent"),
         ({**BASE, "P_HEADERS": "[1]"}, "P_HEADERS", "JSON object"),
         ({**BASE, "P_HEADERS": '{"Authorization": "Bearer x"}'}, "P_HEADERS", "P_API_KEY"),

@@ -118,6 +118,7 @@ def _signals(*reads: bytes) -> tuple[object, ...]:
         "".join(map(str, a.text)),
         a.text_only,
         a.usage,
+        b"".join(s.out for s in steps),
     )
 
 
@@ -136,6 +137,12 @@ ODD_EVENTS = {
     # Raw bytes: JSON that is only whole if a line break inside it is taken for whitespace.
     "json across lines": b'{"choices":\n[{"delta":{"content":"a"}}]}',
     "json across a cr": b'{"choices":\r[{"delta":{"content":"a"}}]}',
+    # msgspec neither checks the UTF-8 of a field it skips nor recurses without limit.
+    "bad utf-8 in a field not read": b'{"id":"\xff","choices":[{"delta":{"content":"a"}}]}',
+    "deep nesting in a field not read": b'{"x":'
+    + b"[" * 1000
+    + b"]" * 1000
+    + b',"choices":[{"delta":{"content":"a"}}]}',
 }
 
 
@@ -145,8 +152,9 @@ def test_the_typed_fast_path_gives_the_signals_of_the_exact_decoder_for_every_sh
 ) -> None:
     events = [*EVENTS[:3], odd if isinstance(odd, bytes) else orjson.dumps(odd), *EVENTS[3:]]
     whole = b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
-    # CRLF line ends take the SSE decoder and read every event in full, as dicts.
-    assert _signals(whole) == _signals(whole.replace(b"\n", b"\r\n"))
+    # Fed a byte at a time, every event goes through the SSE decoder and is read in full.
+    exact = _signals(*(whole[i : i + 1] for i in range(len(whole))))
+    assert _signals(whole) == exact
     # The same event alone in its read, and as the last event of one.
     one_by_one = [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
-    assert _signals(*one_by_one) == _signals(whole)
+    assert _signals(*one_by_one) == exact
