@@ -81,6 +81,7 @@ class StreamRelay:
             broken = await self._relay(resp, c, idle_timeout)
             complete = broken is None
             if broken is not None and not self._aborted:
+                c.response.close()  # hang up now: it must not go on generating during a recovery
                 c.series.failures[broken.cls].inc()
                 self.end = broken.cls.value
                 if await self._recover(resp):

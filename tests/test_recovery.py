@@ -1,5 +1,7 @@
 """Stream recovery: a broken text stream continued on a later PREFILL backend, one whole answer."""
 
+import time
+
 import aiohttp
 import orjson
 import pytest
@@ -42,6 +44,21 @@ async def test_broken_stream_is_continued_into_one_whole_answer(
     line = sc.log_lines()[0]
     assert [x["backend"] for x in line["attempts"]] == ["b0", "b1"]
     assert line["stream"] == "recovered"
+
+
+async def test_the_broken_upstream_is_hung_up_on_before_the_continuation_is_relayed(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    # After its in-band error the first upstream keeps the body open: it must not be left
+    # generating (and billing) while the continuation streams.
+    a = await fake(Script(text=FULL, end="error", after=4, done_gap_s=10))
+    b = await fake(Script(continues=FULL, chunk_delay_s=0.1))
+    sc = await sidecar(chain_env(a, b, **recovering()))
+    r = await post(http, sc.url, chat(stream=True))
+    ended = time.monotonic()
+    assert streamed_text(r.text) == FULL
+    assert a.cancelled
+    assert a.cancelled[0] < ended - 0.5  # the continuation took over a second
 
 
 async def test_rejected_prefill_ends_with_the_original_failure(

@@ -34,7 +34,8 @@ class Script:
     usage: bool = True
     # Stream recovery: answer with the rest of this text after the prefill it was sent.
     continues: str | None = None
-    # Streams: how long the body's end (the last HTTP chunk) lags behind `data: [DONE]`.
+    # Streams: how long the body's end (the last HTTP chunk) lags behind `data: [DONE]` (or an
+    # in-band error event).
     done_gap_s: float = 0.0
 
 
@@ -129,6 +130,8 @@ class FakeOpenAI(Loopback[Script, Seen]):
                 await resp.write(b"data: {not json\n\n")
             case "error":
                 await resp.write(_event({"error": s.error}))
+                if s.done_gap_s:  # and keep the body open, as if still generating
+                    await asyncio.sleep(s.done_gap_s)
             case _:
                 assert request.transport is not None
                 request.transport.abort()
