@@ -54,9 +54,9 @@ class UpstreamError(Exception):
 
 # A complete stream's body often ends a read after its terminator (`[DONE]`, `message_stop`):
 # that tail is read in the background, so that the connection goes back to the pool instead of
-# costing the next request a new TCP and TLS handshake. A tail longer than this closes it.
-# A tail holds its pooled connection while it is read: an upstream that keeps streams open
-# after their terminator may tie up at most TAIL_POOL_SHARE of the pool, the rest are closed.
+# costing the next request a new TCP and TLS handshake. A tail longer than TAIL_S or TAIL_BYTES
+# closes the connection, and so does any tail past TAIL_POOL_SHARE of the pool: an upstream that
+# keeps streams open after their terminator never ties up the rest.
 TAIL_S = 2.0
 TAIL_BYTES = 64 * 1024
 TAIL_POOL_SHARE = 0.1
