@@ -352,7 +352,7 @@ class Bench:
             self.results.add(proxy.label, "rss_peak_kib", memory_kib(proxy.proc.pid)[1])
             self._stop(proxy.proc)
         # closed: every request tries the primary, then the secondary; open: the primary is
-        # skipped, which is not an attempt (CONTRACT §11)
+        # skipped, which is not an attempt (README, Failure classes)
         closed = {"SIDECAR_CIRCUIT_FAILURES": _NEVER_OPENS}
         await self._fallback("fallback_closed", closed, "2")
         await self._fallback("fallback_open", {}, "1")

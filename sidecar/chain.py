@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -34,7 +34,13 @@ from sidecar.metrics import BackendSeries, Metrics
 from sidecar.redact import Redactor
 from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, GlobalSettings
-from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse, passthrough_headers
+from sidecar.upstream import (
+    Upstream,
+    UpstreamError,
+    UpstreamResponse,
+    hop_by_hop,
+    passthrough_headers,
+)
 
 F = FailureClass
 log = logging.getLogger("sidecar.chain")
@@ -316,7 +322,7 @@ class FallbackChain:
             content_type = headers.pop("content-type", None) or resp.content_type
             out.reply = Reply(resp.status, answer.body, headers, content_type)
         else:
-            headers = m.adapter.response_headers(resp.headers)
+            headers = _relayed(m, resp.headers)
             out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
         series.count_tokens(answer.usage.prompt, answer.usage.completion)
         return None
@@ -332,7 +338,7 @@ class FallbackChain:
             headers = passthrough_headers(resp.headers)
             content_type = headers.pop("content-type", "") or resp.content_type
         else:
-            headers = m.adapter.response_headers(resp.headers)
+            headers = _relayed(m, resp.headers)
             if retry_after is not None and "retry-after" in resp.headers:
                 headers["retry-after"] = resp.headers["retry-after"]
         return Failure(
@@ -379,11 +385,7 @@ class FallbackChain:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")
         series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
         step.out = b"".join(head)
-        headers = (
-            passthrough_headers(resp.headers)
-            if passthrough
-            else m.adapter.response_headers(resp.headers)
-        )
+        headers = passthrough_headers(resp.headers) if passthrough else _relayed(m, resp.headers)
         out.stream = Committed(
             m, series, resp, adapter, step.out, step, self._redact, self, call, headers
         )
@@ -512,3 +514,9 @@ def _event_body(event: bytes) -> bytes:
         if line.startswith(b"data:"):
             return line[5:].strip()
     return event
+
+
+def _relayed(m: Member, headers: Mapping[str, str]) -> dict[str, str]:
+    """The kind's relayed headers, less any the upstream's `Connection` names (hop-by-hop)."""
+    hop = hop_by_hop(headers)
+    return {k: v for k, v in m.adapter.response_headers(headers).items() if k.lower() not in hop}

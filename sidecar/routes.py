@@ -25,7 +25,7 @@ from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.relay import StreamRelay, reply
 from sidecar.settings import Config
-from sidecar.upstream import HOP_BY_HOP
+from sidecar.upstream import HOP_BY_HOP, hop_by_hop
 
 log = logging.getLogger("sidecar.routes")
 
@@ -313,9 +313,11 @@ def _peek_model(raw: bytes) -> str | None:
 
 
 def _forwarded(headers: Mapping[str, str], route: Route) -> dict[str, str]:
+    hop = hop_by_hop(headers)
     if route is Route.PASSTHROUGH:
-        return {k.lower(): v for k, v in headers.items() if k.lower() not in _NEVER_FORWARDED}
-    out = {k.lower(): v for k, v in headers.items() if k.lower() in _FORWARDED}
+        never = _NEVER_FORWARDED | hop
+        return {k.lower(): v for k, v in headers.items() if k.lower() not in never}
+    out = {k.lower(): v for k, v in headers.items() if k.lower() in _FORWARDED - hop}
     out["content-type"] = "application/json"
     return out
 

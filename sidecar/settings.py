@@ -167,7 +167,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     backends: dict[str, Backend] = {}
     chains: dict[str, tuple[Backend, ...]] = {}
     for chain, items in specs.items():
-        chains[chain] = tuple(_backend(name, prefix, backends, env) for name, prefix in items)
+        var = "SIDECAR_BACKENDS" if chain == "default" and settings.backends else "SIDECAR_CONFIG"
+        chains[chain] = tuple(_backend(var, name, prefix, backends, env) for name, prefix in items)
     return Config(
         settings=settings, chains=chains, backends=backends, warnings=_unknown(env, backends)
     )
@@ -251,11 +252,14 @@ def _yaml_item(chain: str, item: Any) -> tuple[str, str]:
     raise ConfigError("SIDECAR_CONFIG", f"chain {chain!r}: each item needs a 'name'")
 
 
-def _backend(name: str, prefix: str, known: dict[str, Backend], env: Mapping[str, str]) -> Backend:
+def _backend(
+    var: str, name: str, prefix: str, known: dict[str, Backend], env: Mapping[str, str]
+) -> Backend:
+    """`var` is the chain setting that named the backend: the one to fix if it conflicts."""
     if name in known:
         if known[name].prefix != prefix:
             raise ConfigError(
-                f"{prefix}*",
+                var,
                 f"backend {name!r} is defined with two env prefixes "
                 f"({known[name].prefix} and {prefix})",
             )

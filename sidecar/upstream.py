@@ -40,9 +40,21 @@ HOP_BY_HOP = frozenset(
 _NOT_RELAYED = HOP_BY_HOP | {"set-cookie", "x-request-id", "date", "server"}
 
 
+def hop_by_hop(headers: Mapping[str, str]) -> frozenset[str]:
+    """HOP_BY_HOP plus every field a `Connection` header names: those are hop-by-hop too."""
+    named = {
+        name.strip().lower()
+        for k, v in headers.items()
+        if k.lower() == "connection"
+        for name in v.split(",")
+    }
+    return HOP_BY_HOP | named if named else HOP_BY_HOP
+
+
 def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Lower-case names, so that merging with the sidecar's own headers never doubles one."""
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in _NOT_RELAYED}
+    dropped = _NOT_RELAYED | hop_by_hop(headers)
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in dropped}
 
 
 class UpstreamError(Exception):

@@ -452,3 +452,36 @@ async def test_azure_api_versions_without_stream_options_are_not_sent_it(
     r = await post(http, sc.url, chat(stream=True))
     assert r.status == 200
     assert "stream_options" not in old.seen[0].json
+
+
+async def test_headers_the_caller_names_in_connection_never_reach_the_upstream(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    named = {"Connection": "keep-alive, X-Foo", "X-Foo": "secret", "X-Kept": "yes"}
+    async with http.post(sc.url + "/v1/moderations", json={"model": "m"}, headers=named) as r:
+        assert r.status == 200
+    async with http.post(
+        sc.url + "/v1/chat/completions",
+        json=chat(),
+        headers={"Connection": "User-Agent", "User-Agent": "hop-by-hop"},
+    ) as r:
+        assert r.status == 200
+    passthrough, chat_seen = a.seen
+    assert "x-foo" not in passthrough.headers
+    assert passthrough.headers["x-kept"] == "yes"
+    assert chat_seen.headers.get("user-agent") != "hop-by-hop"
+
+
+@pytest.mark.parametrize("path", ["/v1/moderations", "/v1/chat/completions"])
+async def test_headers_the_upstream_names_in_connection_never_reach_the_caller(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, path: str
+) -> None:
+    hop = {"Connection": "x-ratelimit-remaining-requests", "X-Ratelimit-Remaining-Requests": "9"}
+    a = await fake(Script(headers={**hop, "X-Ratelimit-Limit-Requests": "10"}))
+    sc = await sidecar(chain_env(a))
+    async with http.post(sc.url + path, json=chat()) as r:
+        assert r.status == 200
+        assert "x-ratelimit-remaining-requests" not in r.headers
+        assert r.headers["x-ratelimit-limit-requests"] == "10"

@@ -116,8 +116,8 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ),
         (
             {"SIDECAR_BACKENDS": "p,p=OTHER_", "P_API_KEY": "k", "OTHER_API_KEY": "k"},
-            "OTHER_*",
-            "two env prefixes",
+            "SIDECAR_BACKENDS",
+            "two env prefixes (P_ and OTHER_)",
         ),
         (
             {"SIDECAR_BACKENDS": "p", "SIDECAR_CONFIG": "/nonexistent.yaml"},
@@ -130,6 +130,16 @@ def test_invalid_config_names_the_env_var(env: dict[str, str], var: str, reason:
     e = _error(env)
     assert e.env_var == var
     assert reason in e.reason
+
+
+def test_a_backend_given_two_prefixes_in_the_chains_file_names_sidecar_config(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("fallback_chains:\n  fast: [p, {name: p, env_prefix: OTHER_}]\n")
+    e = _error({"SIDECAR_CONFIG": str(path), "P_API_KEY": "k", "OTHER_API_KEY": "k"})
+    assert e.env_var == "SIDECAR_CONFIG"
+    assert "two env prefixes (P_ and OTHER_)" in e.reason
 
 
 def test_default_chain_in_both_places_is_an_error(tmp_path: pathlib.Path) -> None:
