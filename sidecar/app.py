@@ -8,6 +8,8 @@ streams still open then end with a terminal error event.
 
 import asyncio
 import sys
+import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
@@ -18,7 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from sidecar import __version__
 from sidecar.backends import adapter_for
 from sidecar.chain import FallbackChain, Member
-from sidecar.circuit import Circuit, CircuitState
+from sidecar.circuit import Circuit, CircuitState, uniform_jitter
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.redact import Redactor
@@ -35,6 +37,8 @@ class Sidecar:
         config: Config,
         registry: CollectorRegistry | None = None,
         log_stream: BinaryIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = uniform_jitter,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
@@ -44,6 +48,7 @@ class Sidecar:
             {c: [(b.name, b.settings.kind) for b in bs] for c, bs in config.chains.items()}
         )
         self.redactor = Redactor(config.secrets())
+        self._clock, self._jitter = clock, jitter
         self.members = {name: self._member(b) for name, b in config.backends.items()}
         s = config.settings
         self.chains = {
@@ -78,6 +83,8 @@ class Sidecar:
             cooldown_s=s.circuit_cooldown_s,
             max_cooldown_s=s.circuit_max_cooldown_s,
             retry_after_max_s=s.retry_after_max_s,
+            clock=self._clock,
+            jitter=self._jitter,
             on_change=on_change,
         )
         if b.settings.kind == "bedrock":
@@ -209,5 +216,8 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     log_stream: BinaryIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = uniform_jitter,
 ) -> Sidecar:
-    return Sidecar(config, registry, log_stream)
+    """`clock` and `jitter` drive every circuit: tests play long outages on a fake clock."""
+    return Sidecar(config, registry, log_stream, clock, jitter)

@@ -17,25 +17,38 @@ Rules (N = failures_to_open; "nominal" starts at cooldown_s)
     OPEN       failure with retry_after            OPEN       reopening moves later, never earlier
     OPEN       any other outcome                   OPEN       ignored (a request admitted earlier)
     OPEN       cooldown over, seen by any call     HALF_OPEN  probe slot free
-    HALF_OPEN  acquire, slot free                  HALF_OPEN  allowed, slot taken: the one probe
-    HALF_OPEN  acquire, slot taken                 HALF_OPEN  refused
+    HALF_OPEN  acquire, slot free, or taken        HALF_OPEN  allowed: a probe; slot taken for
+               max_cooldown_s ago or more                     max_cooldown_s; probes += 1
+    HALF_OPEN  acquire, slot taken, less long ago  HALF_OPEN  refused
     HALF_OPEN  success | neutral                   CLOSED     run := 0; nominal := cooldown_s
-    HALF_OPEN  failure                             OPEN       run += 1; nominal := min(2 × nominal,
+    HALF_OPEN  failure, probes > 1, no retry_after HALF_OPEN  run += 1; probes -= 1: a later probe
+               and not open_now                               is still out, its outcome decides
+    HALF_OPEN  any other failure                   OPEN       run += 1; nominal := min(2 × nominal,
                                                               max_cooldown_s); cooldown (below)
-    HALF_OPEN  release                             HALF_OPEN  slot free
+    HALF_OPEN  release                             HALF_OPEN  probes -= 1; slot free if none is out
     other      release                             same       nothing
 
     cooldown = min(retry_after_s, retry_after_max_s) when a Retry-After is given (never jittered),
-               else nominal × jitter() with jitter() in [0.8, 1.2]
+               else min(nominal × jitter(), max_cooldown_s) with jitter() in [0.8, 1.2]
 
 Why these choices:
+- `max_cooldown_s` is the longest a backend goes untried without a Retry-After saying so: the
+  jittered cooldown never exceeds it, and neither does the probe slot. A probe that has given no
+  answer for that long (a hung upstream, a long `RESPONSE_TIMEOUT_S`) stops holding the slot, so
+  a backend that recovers meanwhile is tried again by the next request. The silent probe still
+  runs to its own deadline, and its timeout, stale by then, does not reopen the circuit while a
+  later probe is out: the later one's outcome decides. A hung backend thus costs one request per
+  `max_cooldown_s`, like one that fails fast at the cap.
+- A Retry-After is the upstream's explicit word: it is only capped by `retry_after_max_s`.
 - A neutral outcome (a 4xx that does not fall back) proves the backend answers, so as a probe
   result it closes the circuit like a success, and outside a probe it breaks the failure run.
 - `state` is the effective state: an OPEN circuit whose cooldown is over reads as HALF_OPEN from
   that moment, probe in flight or not, so /status goes "open" (counting down) → "half_open". The
   move happens inside whichever call first observes it, and `on_change` fires there.
 - Outcomes carry no ticket, so in HALF_OPEN any reported outcome is taken as the probe's. A
-  straggler admitted while CLOSED that reports then is still fresh evidence about the backend.
+  straggler admitted while CLOSED, or a probe whose slot went to a newer one, that reports then is
+  still fresh evidence about the backend (its `release` frees the newer probe's slot: at worst one
+  probe more).
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ class CircuitState(enum.IntEnum):
         return self.name.lower()
 
 
-def _uniform_jitter() -> float:
+def uniform_jitter() -> float:
     return random.uniform(0.8, 1.2)
 
 
@@ -71,7 +84,7 @@ class Circuit:
         max_cooldown_s: float,
         retry_after_max_s: float,
         clock: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = _uniform_jitter,
+        jitter: Callable[[], float] = uniform_jitter,
         on_change: Callable[[CircuitState], None] | None = None,
     ) -> None:
         if failures_to_open < 1:
@@ -91,7 +104,8 @@ class Circuit:
         self._run = 0
         self._nominal_s = cooldown_s
         self._open_until = 0.0
-        self._probe_out = False
+        self._probes = 0  # probes let through since the circuit turned half-open, not yet back
+        self._probe_until = 0.0  # the probe slot is taken until then
 
     @property
     def state(self) -> CircuitState:
@@ -118,9 +132,11 @@ class Circuit:
             case CircuitState.OPEN:
                 return False
             case CircuitState.HALF_OPEN:
-                if self._probe_out:
+                now = self._clock()
+                if now < self._probe_until:
                     return False
-                self._probe_out = True
+                self._probes += 1
+                self._probe_until = now + self._max_cooldown_s
                 return True
             case unreachable:
                 assert_never(unreachable)
@@ -142,6 +158,9 @@ class Circuit:
                     self._open(retry_after_s)
             case CircuitState.HALF_OPEN:
                 self._run += 1
+                if self._probes > 1 and retry_after_s is None and not open_now:
+                    self._probes -= 1
+                    return
                 self._nominal_s = min(2 * self._nominal_s, self._max_cooldown_s)
                 self._open(retry_after_s)
             case CircuitState.OPEN:
@@ -153,7 +172,9 @@ class Circuit:
 
     def release(self) -> None:
         if self.state is CircuitState.HALF_OPEN:
-            self._probe_out = False
+            self._probes = max(0, self._probes - 1)
+            if self._probes == 0:
+                self._probe_until = 0.0
 
     def _record_alive(self) -> None:
         match self.state:
@@ -170,11 +191,12 @@ class Circuit:
 
     def _open(self, retry_after_s: float | None) -> None:
         if retry_after_s is None:
-            cooldown = self._nominal_s * self._jitter()
+            cooldown = min(self._nominal_s * self._jitter(), self._max_cooldown_s)
         else:
             cooldown = self._capped(retry_after_s)
         self._open_until = self._clock() + cooldown
-        self._probe_out = False
+        self._probes = 0
+        self._probe_until = 0.0
         self._move(CircuitState.OPEN)
 
     def _capped(self, retry_after_s: float) -> float:

@@ -61,7 +61,7 @@ class GlobalSettings(BaseSettings):
     auth_token: SecretStr | None = None
     circuit_failures: int = Field(5, gt=0)
     circuit_cooldown_s: Seconds = 10
-    circuit_max_cooldown_s: Seconds = 300
+    circuit_max_cooldown_s: Seconds = 30
     retry_after_max_s: Seconds = 300
     retry_after_wait_max_s: NonNegativeSeconds = 5
     shutdown_delay_s: NonNegativeSeconds = 0

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
 
 from sidecar.circuit import Circuit, CircuitState, retry_after_header, soonest_reopening
+from sidecar.settings import load_config
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
@@ -165,15 +167,108 @@ def test_probe_that_reaches_the_backend_closes_and_resets(clock: FakeClock, outc
     assert circuit.cooldown_remaining_s() == 10.0
 
 
-def test_probe_failure_doubles_the_nominal_cooldown_up_to_the_cap(clock: FakeClock) -> None:
-    circuit = make(clock, cooldown=10.0, max_cooldown=70.0, jitter=lambda: 1.1)
+@pytest.mark.parametrize(
+    ("jitter", "cooldowns"),
+    [(1.1, [11.0, 22.0, 44.0, 70.0, 70.0]), (0.9, [9.0, 18.0, 36.0, 63.0, 63.0])],
+)
+def test_probe_failure_doubles_the_nominal_cooldown_and_the_jittered_one_stays_under_the_cap(
+    clock: FakeClock, jitter: float, cooldowns: list[float]
+) -> None:
+    circuit = make(clock, cooldown=10.0, max_cooldown=70.0, jitter=lambda: jitter)
     fail_until_open(circuit)
-    cooldowns = [circuit.cooldown_remaining_s()]
+    seen = [circuit.cooldown_remaining_s()]
     for _ in range(4):
         probe(circuit, clock)
         circuit.record_failure()
-        cooldowns.append(circuit.cooldown_remaining_s())
-    assert cooldowns == pytest.approx([11.0, 22.0, 44.0, 77.0, 77.0])
+        seen.append(circuit.cooldown_remaining_s())
+    assert seen == pytest.approx(cooldowns)
+
+
+def test_a_first_cooldown_equal_to_the_cap_is_never_jittered_above_it(clock: FakeClock) -> None:
+    circuit = make(clock, cooldown=30.0, max_cooldown=30.0, jitter=lambda: 1.2)
+    circuit.record_failure(open_now=True)
+    assert circuit.cooldown_remaining_s() == 30.0
+
+
+def test_retry_after_longer_than_the_cap_is_used_as_given(clock: FakeClock) -> None:
+    circuit = make(clock, max_cooldown=30.0, retry_after_max=300.0)
+    circuit.record_failure(retry_after_s=120.0, open_now=True)
+    assert circuit.cooldown_remaining_s() == 120.0
+    probe(circuit, clock)
+    circuit.record_failure(retry_after_s=500.0, open_now=True)
+    assert circuit.cooldown_remaining_s() == 300.0
+
+
+def test_probe_silent_for_the_cap_frees_the_slot_for_one_more_probe(clock: FakeClock) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(29.99)
+    assert not any(circuit.acquire() for _ in range(5))
+    clock.advance(0.01)
+    assert [circuit.acquire() for _ in range(5)] == [True] + [False] * 4
+    assert circuit.state is HALF_OPEN
+    clock.advance(30.0)
+    assert circuit.acquire()
+
+
+def test_probe_that_times_out_within_the_cap_reopens_at_its_deadline(clock: FakeClock) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(5.0)  # the probe's own deadline, say FIRST_TOKEN_TIMEOUT_S=5
+    circuit.record_failure()
+    assert (circuit.state, circuit.cooldown_remaining_s()) == (OPEN, 20.0)
+
+
+def test_the_silent_probe_failing_late_leaves_the_decision_to_the_later_probe(
+    clock: FakeClock,
+) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(30.0)
+    assert circuit.acquire()  # a second probe while the first one is still silent
+    clock.advance(29.0)
+    circuit.record_failure()  # the first probe's deadline, 59 s after it was sent
+    assert (circuit.state, circuit.acquire(), circuit.consecutive_failures) == (HALF_OPEN, False, 4)
+    circuit.record_failure()
+    assert (circuit.state, circuit.cooldown_remaining_s()) == (OPEN, 20.0)
+
+
+@pytest.mark.parametrize("outcome", ["record_success", "record_neutral"])
+def test_either_probe_reaching_the_backend_closes_the_circuit(
+    clock: FakeClock, outcome: str
+) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(30.0)
+    assert circuit.acquire()
+    getattr(circuit, outcome)()
+    assert circuit.state is CLOSED
+
+
+def test_a_retry_after_from_either_probe_reopens_at_once(clock: FakeClock) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(30.0)
+    assert circuit.acquire()
+    circuit.record_failure(retry_after_s=45.0, open_now=True)
+    assert (circuit.state, circuit.cooldown_remaining_s()) == (OPEN, 45.0)
+
+
+def test_release_keeps_the_slot_while_another_probe_is_out(clock: FakeClock) -> None:
+    circuit = make(clock, max_cooldown=30.0)
+    fail_until_open(circuit)
+    probe(circuit, clock)
+    clock.advance(30.0)
+    assert circuit.acquire()
+    circuit.release()
+    assert not circuit.acquire()
+    circuit.release()
+    assert circuit.acquire()
 
 
 def test_probe_failure_with_retry_after_waits_that_long_and_still_doubles(
@@ -297,3 +392,48 @@ def test_all_skipped_retry_after_is_whole_seconds_rounded_up_at_least_one(
     circuit = make(clock)
     circuit.record_failure(retry_after_s=retry_after_s, open_now=True)
     assert retry_after_header([circuit]) == header
+
+
+def primary_back_after(jitter: Callable[[], float], outage_s: int, hang_from: int | None) -> int:
+    """`primary → fallback` with the default settings, a request every 4 s: the primary fails
+    until `outage_s` (from `hang_from` on by hanging until its first-token deadline), then
+    answers. The seconds from its recovery to the first request it serves again."""
+    config = load_config({"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"})
+    s, deadline_s = config.settings, config.backends["p"].settings.first_token_timeout_s
+    clock = FakeClock()
+    start = clock.now
+    circuit = Circuit(
+        failures_to_open=s.circuit_failures,
+        cooldown_s=s.circuit_cooldown_s,
+        max_cooldown_s=s.circuit_max_cooldown_s,
+        retry_after_max_s=s.retry_after_max_s,
+        clock=clock,
+        jitter=jitter,
+    )
+    hung: list[float] = []  # when each hanging attempt reaches its deadline
+    for t in range(0, outage_s + 600, 4):
+        clock.now = start + t
+        for _ in [d for d in hung if d <= t]:
+            circuit.record_failure()
+        hung = [d for d in hung if d > t]
+        if not circuit.acquire():
+            continue  # skipped: the fallback answers
+        if t >= outage_s:
+            circuit.record_success()
+            return t - outage_s
+        if hang_from is not None and t >= hang_from:
+            hung.append(t + deadline_s)
+        else:
+            circuit.record_failure()
+    raise AssertionError("the primary was never used again")
+
+
+@pytest.mark.parametrize("outage_s", [60, 62, 300, 1802])
+@pytest.mark.parametrize("hang_from", [None, 0, 40], ids=["503", "hang", "503-then-hang"])
+def test_default_settings_use_a_recovered_primary_again_within_30_s(
+    outage_s: int, hang_from: int | None
+) -> None:
+    rng = random.Random(17)
+    jitters: list[Callable[[], float]] = [lambda: 0.8, lambda: 1.0, lambda: 1.2]
+    jitters += [lambda: rng.uniform(0.8, 1.2)] * 40
+    assert max(primary_back_after(j, outage_s, hang_from) for j in jitters) <= 30
