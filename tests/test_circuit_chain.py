@@ -2,11 +2,21 @@
 
 import asyncio
 import email.utils
+import io
+import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from conftest import FakeFactory, SidecarFactory, chain_env, chat, post
-from fakes.openai_upstream import Script
+import pytest
+from conftest import Answer, FakeFactory, Running, SidecarFactory, chain_env, chat, post
+from fakes.openai_upstream import FakeOpenAI, Script, Seen
+from prometheus_client import CollectorRegistry
+
+from sidecar.app import Sidecar, create_app
+from sidecar.settings import load_config
 
 FAST = {
     "SIDECAR_CIRCUIT_FAILURES": "2",
@@ -210,3 +220,205 @@ async def test_all_skipped_is_503_even_when_some_backends_cannot_take_the_reques
     assert r.status == 503
     assert r.headers["x-sidecar-failures"] == "b0=circuit_open,claude=unsupported"
     assert r.headers["retry-after"] in ("3", "2")
+
+
+class FakeClock:
+    """The circuits' clock: `t` seconds into the scenario."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return 1000.0 + self.t
+
+
+class Outage(FakeOpenAI):
+    """A primary that answers 503 until `recovers_at` on the fake clock, then is healthy; from
+    `hangs_from` on, a request during the outage hangs until `gate` is set (then gets its 503)."""
+
+    def __init__(self, clock: FakeClock, recovers_at: float, hangs_from: float | None) -> None:
+        super().__init__()
+        self.clock, self.recovers_at, self.hangs_from = clock, recovers_at, hangs_from
+        self.gate = asyncio.Event()
+        self.hanging = 0
+
+    async def take(self, seen: Seen) -> Script:
+        self.seen.append(seen)
+        t = self.clock.t
+        if t >= self.recovers_at:
+            return Script()
+        if self.hangs_from is not None and t >= self.hangs_from:
+            self.hanging += 1
+            await self.gate.wait()
+        return Script(status=503)
+
+
+@dataclass
+class Step:
+    t: float
+    before: str  # the circuit in /status as the request arrives
+    backend: str | None  # who answered; None while the request hangs
+    after: str
+    gauge: float  # llm_sidecar_backend_circuit_state after the request
+    cooldown_s: float
+
+
+ClockedFactory = Callable[[dict[str, str], FakeClock, float], Awaitable[Running]]
+
+
+@pytest.fixture
+async def clocked() -> AsyncIterator[ClockedFactory]:
+    started: list[Sidecar] = []
+
+    async def make(env: dict[str, str], clock: FakeClock, jitter: float) -> Running:
+        full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
+        registry, log = CollectorRegistry(), io.BytesIO()
+        app = create_app(
+            load_config(full), registry=registry, log_stream=log, clock=clock, jitter=lambda: jitter
+        )
+        started.append(app)
+        proxy, admin = await app.start()
+        return Running(app, registry, f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}", log)
+
+    yield make
+    for app in started:
+        await app.stop()
+
+
+async def play_outage(
+    http: aiohttp.ClientSession, sc: Running, primary: Outage, clock: FakeClock
+) -> tuple[list[Step], list[Answer]]:
+    """A streaming request every 4 s of fake time, t = 0 … 100, each watched in /status and
+    /metrics; then the hanging requests are let go and every answer collected."""
+    steps, pending = [], []
+    for t in range(0, 101, 4):
+        clock.t = t
+        before = await admin_circuit(http, sc)
+        hanging = primary.hanging
+        task = asyncio.create_task(post(http, sc.url, chat(stream=True)))
+        while not task.done() and primary.hanging == hanging:
+            await asyncio.sleep(0.005)
+        backend = task.result().headers["x-sidecar-backend"] if task.done() else None
+        pending.append(task)
+        after = await admin_circuit(http, sc)
+        gauge = await admin_gauge(http, sc)
+        steps.append(
+            Step(
+                t,
+                before["circuit"],
+                backend,
+                after["circuit"],
+                gauge,
+                after["cooldown_remaining_s"],
+            )
+        )
+    primary.gate.set()
+    return steps, list(await asyncio.gather(*pending))
+
+
+async def admin_circuit(http: aiohttp.ClientSession, sc: Running) -> dict[str, Any]:
+    async with http.get(sc.admin + "/status") as r:
+        status = await r.json()
+    return next(b for b in status["backends"] if b["name"] == "b0")
+
+
+async def admin_gauge(http: aiohttp.ClientSession, sc: Running) -> float:
+    async with http.get(sc.admin + "/metrics") as r:
+        text = await r.text()
+    found = re.search(r'^llm_sidecar_backend_circuit_state\{backend="b0"\} (\S+)$', text, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+GAUGE = {"closed": 0.0, "open": 1.0, "half_open": 2.0}
+# The issue's run: RETRIES=1, a quick backoff (real time), the circuit settings at their defaults.
+OUTAGE_ENV = {"B0_RETRIES": "1", "B0_RETRY_BACKOFF_S": "0.01"}
+
+
+def trace(steps: list[Step]) -> list[tuple[float, str, str | None, str]]:
+    return [(s.t, s.before, s.backend, s.after) for s in steps]
+
+
+def first_use_after(steps: list[Step], recovery: float) -> float:
+    """Seconds from the recovery to the first request the primary answered (inf: never)."""
+    used = [s.t for s in steps if s.t >= recovery and s.backend == "b0"]
+    return used[0] - recovery if used else float("inf")
+
+
+async def test_60_s_outage_every_request_answered_and_the_primary_back_within_30_s(
+    fake: FakeFactory, clocked: ClockedFactory, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    primary = await Outage(clock, recovers_at=60, hangs_from=None).start()
+    try:
+        sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, 1.0)
+        steps, answers = await play_outage(http, sc, primary, clock)
+    finally:
+        await primary.stop()
+    assert [a.status for a in answers] == [200] * 26
+    c, o, h = "closed", "open", "half_open"
+    expected = (
+        [(t, c, "b1", c) for t in (0, 4, 8, 12)]
+        + [(16, c, "b1", o)]  # the 5th failed turn opens it: cooldown 10 s
+        + [(t, o, "b1", o) for t in (20, 24)]
+        + [(28, h, "b1", o)]  # the probe fails: 20 s
+        + [(t, o, "b1", o) for t in (32, 36, 40, 44)]
+        + [(48, h, "b1", o)]  # fails again: 40 s, capped at 30 (it was 300)
+        + [(t, o, "b1", o) for t in range(52, 80, 4)]  # recovered at 60
+        + [(80, h, "b0", c)]  # 20 s after the recovery
+        + [(t, c, "b0", c) for t in range(84, 101, 4)]
+    )
+    assert trace(steps) == expected
+    assert [s.cooldown_s for s in steps if s.t in (16, 28, 48)] == [10.0, 20.0, 30.0]
+    assert all(s.gauge == GAUGE[s.after] for s in steps)
+
+
+async def test_60_s_outage_with_a_hanging_probe_the_primary_is_back_within_30_s(
+    fake: FakeFactory, clocked: ClockedFactory, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock()
+    primary = await Outage(clock, recovers_at=60, hangs_from=40).start()
+    try:
+        sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, 1.0)
+        steps, answers = await play_outage(http, sc, primary, clock)
+    finally:
+        await primary.stop()
+    assert [a.status for a in answers] == [200] * 26
+    c, o, h = "closed", "open", "half_open"
+    expected = (
+        [(t, c, "b1", c) for t in (0, 4, 8, 12)]
+        + [(16, c, "b1", o)]
+        + [(t, o, "b1", o) for t in (20, 24)]
+        + [(28, h, "b1", o)]
+        + [(t, o, "b1", o) for t in (32, 36, 40, 44)]
+        + [(48, h, None, h)]  # the probe hangs (its deadline is 60 s of real time)
+        + [(t, h, "b1", h) for t in range(52, 80, 4)]  # it holds the slot for 30 s, not 60
+        + [(80, h, "b0", c)]  # the next request probes: recovered, 20 s after
+        + [(t, c, "b0", c) for t in range(84, 101, 4)]
+    )
+    assert trace(steps) == expected
+    assert primary.hanging == 1
+    assert all(s.gauge == GAUGE[s.after] for s in steps)
+    skipped = [a.headers.get("x-sidecar-failures") for a in answers[13:20]]
+    assert skipped == ["b0=circuit_open"] * 7
+
+
+@pytest.mark.parametrize("hangs_from", [None, 40], ids=["503", "hanging-probe"])
+@pytest.mark.parametrize("jitter", [0.8, 1.2])
+async def test_60_s_outage_at_either_end_of_the_jitter_the_primary_is_back_within_30_s(
+    fake: FakeFactory,
+    clocked: ClockedFactory,
+    http: aiohttp.ClientSession,
+    hangs_from: float | None,
+    jitter: float,
+) -> None:
+    clock = FakeClock()
+    primary = await Outage(clock, recovers_at=60, hangs_from=hangs_from).start()
+    try:
+        sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, jitter)
+        steps, answers = await play_outage(http, sc, primary, clock)
+    finally:
+        await primary.stop()
+    assert [a.status for a in answers] == [200] * 26
+    assert first_use_after(steps, 60) <= 30
+    assert all(s.gauge == GAUGE[s.after] for s in steps)

@@ -61,6 +61,12 @@ def test_per_backend_settings_are_typed_with_contract_defaults() -> None:
     assert s.anthropic_version == "2023-06-01"
 
 
+def test_circuit_defaults_probe_a_recovered_backend_within_30_s() -> None:
+    s = load_config({"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}).settings
+    assert (s.circuit_failures, s.circuit_cooldown_s, s.circuit_max_cooldown_s) == (5, 10, 30)
+    assert s.retry_after_max_s == 300
+
+
 def _error(env: dict[str, str], tmp_path: pathlib.Path | None = None) -> ConfigError:
     with pytest.raises(ConfigError) as e:
         load_config(env)
