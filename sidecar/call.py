@@ -1,9 +1,17 @@
-"""The normalised inbound request that routes hand to a chain."""
+"""The normalised inbound request that routes hand to a chain, and the shapes every layer shares.
+
+`Call` goes in; an `UpstreamRequest` goes out to a backend; a complete answer comes back as an
+`Answer`, a stream as `StreamStep`s from a `StreamAdapter`. These sit here, below backends,
+dialects and upstreams alike, so that no lower layer imports a higher one for a type.
+"""
 
 import enum
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from sidecar.failure import FailureClass
 
 
 class Route(enum.StrEnum):
@@ -42,3 +50,73 @@ class Call:
     def include_usage(self) -> bool:
         opts = self.body.get("stream_options") if self.body else None
         return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    # Bedrock's transport needs the parsed request; the HTTP transport ignores it.
+    payload: Any = None
+    # The URL is already percent-encoded as it must go out (pass-through: the caller's bytes).
+    encoded: bool = False
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt: int = 0
+    completion: int = 0
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete 2xx answer, already in the caller's dialect."""
+
+    body: bytes
+    usage: Usage = field(default_factory=Usage)
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class StreamStep:
+    out: bytes = b""
+    # A content event was seen: the commit point (README "How a request travels").
+    content: bool = False
+    # The upstream said how the answer ended (finish_reason / stop_reason).
+    finished: bool = False
+    # The upstream's terminator ([DONE] / message_stop) was seen.
+    done: bool = False
+    # An in-band error event, or a malformed one: (class, caller-dialect error body).
+    error: tuple[FailureClass, bytes] | None = None
+
+
+class StreamAdapter(ABC):
+    """Reads one upstream stream and writes the caller's dialect."""
+
+    __slots__ = ("resume", "text", "text_only", "usage")
+
+    def __init__(self, *, text_only: bool = True) -> None:
+        self.usage = Usage()
+        # The assistant text relayed so far, and whether the stream is plain text in one
+        # choice: what stream recovery needs to continue it elsewhere.
+        self.text: list[str] = []
+        self.text_only = text_only
+        # Set on a stream-recovery continuation: the caller's stream is already open, so the
+        # adapter drops its opening events (OpenAI's role chunk; Anthropic's message_start and
+        # the first content_block_start) and relays only the continued content.
+        self.resume = False
+
+    @abstractmethod
+    def feed(self, data: Any) -> StreamStep: ...
+
+    @abstractmethod
+    def end(self) -> StreamStep: ...
+
+    @abstractmethod
+    def terminal_error(self, message: str, error_type: str) -> bytes: ...
+
+    @abstractmethod
+    def terminator(self) -> bytes:
+        """What closes a stream that finished but lacked its terminator."""

@@ -17,15 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from sidecar.backends.base import (
-    BackendAdapter,
-    InvalidResponse,
-    StreamAdapter,
-    StreamStep,
-    Untranslatable,
-    UpstreamRequest,
-)
-from sidecar.call import Call, Route
+from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
+from sidecar.call import Call, Route, StreamAdapter, StreamStep, UpstreamRequest
 from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.dialects.caller import error_body
 from sidecar.dialects.passthrough import PassthroughStream

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from sidecar.backends.base import UpstreamRequest
+from sidecar.call import UpstreamRequest
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend
 

@@ -18,17 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.backends.base import (
-    Answer,
-    BackendAdapter,
-    InvalidResponse,
-    StreamAdapter,
-    StreamStep,
-    Untranslatable,
-    UpstreamRequest,
-    Usage,
-    json_object_body,
-)
+from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
 from sidecar.backends.pivot import (
     END,
     InBandError,
@@ -42,7 +32,7 @@ from sidecar.backends.pivot import (
     malformed,
     sse_event,
 )
-from sidecar.call import Call, Route
+from sidecar.call import Answer, Call, Route, StreamAdapter, StreamStep, UpstreamRequest, Usage
 from sidecar.dialects.anthropic import (
     AnthropicToOpenAIStream,
     anthropic_error_to_openai,
@@ -158,14 +148,11 @@ def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:
 class AnthropicStream(StreamAdapter):
     """An Anthropic upstream stream relayed to an Anthropic caller, event by event."""
 
-    __slots__ = ("_decoder", "_reopened", "resume", "text", "text_only", "usage")
+    __slots__ = ("_decoder", "_reopened")
 
     def __init__(self) -> None:
+        super().__init__()
         self._decoder = SSEDecoder()
-        self.usage = Usage()
-        self.text: list[str] = []
-        self.text_only = True
-        self.resume = False
         self._reopened = False
 
     def feed(self, data: Any) -> StreamStep:

@@ -7,41 +7,12 @@ commit point needs (`StreamStep`).
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from sidecar.call import Call, Route
-from sidecar.failure import FailureClass
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
 from sidecar.settings import Backend
-
-
-@dataclass(slots=True)
-class UpstreamRequest:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes
-    # Bedrock's transport needs the parsed request; the HTTP transport ignores it.
-    payload: Any = None
-    # The URL is already percent-encoded as it must go out (pass-through: the caller's bytes).
-    encoded: bool = False
-
-
-@dataclass(slots=True)
-class Usage:
-    prompt: int = 0
-    completion: int = 0
-
-
-@dataclass(slots=True)
-class Answer:
-    """A complete 2xx answer, already in the caller's dialect."""
-
-    body: bytes
-    usage: Usage = field(default_factory=Usage)
-    content_type: str = "application/json"
 
 
 class InvalidResponse(Exception):
@@ -65,46 +36,6 @@ class Untranslatable(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-
-
-@dataclass(slots=True)
-class StreamStep:
-    out: bytes = b""
-    # A content event was seen: the commit point (CONTRACT §5).
-    content: bool = False
-    # The upstream said how the answer ended (finish_reason / stop_reason).
-    finished: bool = False
-    # The upstream's terminator ([DONE] / message_stop) was seen.
-    done: bool = False
-    # An in-band error event, or a malformed one: (class, caller-dialect error body).
-    error: tuple[FailureClass, bytes] | None = None
-
-
-class StreamAdapter(ABC):
-    """Reads one upstream stream and writes the caller's dialect."""
-
-    usage: Usage
-    # The assistant text relayed so far, and whether the stream is plain text in one choice:
-    # what stream recovery needs to continue it elsewhere.
-    text: list[str]
-    text_only: bool
-    # Set on a stream-recovery continuation: the caller's stream is already open, so the
-    # adapter drops its opening events (OpenAI's role chunk; Anthropic's message_start and
-    # the first content_block_start) and relays only the continued content.
-    resume: bool = False
-
-    @abstractmethod
-    def feed(self, data: Any) -> StreamStep: ...
-
-    @abstractmethod
-    def end(self) -> StreamStep: ...
-
-    @abstractmethod
-    def terminal_error(self, message: str, error_type: str) -> bytes: ...
-
-    @abstractmethod
-    def terminator(self) -> bytes:
-        """What closes a stream that finished but lacked its terminator."""
 
 
 class BackendAdapter(ABC):

@@ -18,15 +18,7 @@ from urllib.parse import quote
 
 import orjson
 
-from sidecar.backends.base import (
-    Answer,
-    BackendAdapter,
-    InvalidResponse,
-    StreamAdapter,
-    Untranslatable,
-    UpstreamRequest,
-    Usage,
-)
+from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
 from sidecar.backends.pivot import (
     END,
     AnthropicSink,
@@ -38,7 +30,7 @@ from sidecar.backends.pivot import (
     Source,
     malformed,
 )
-from sidecar.call import Call, Route
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic import (
     anthropic_request_to_openai,
     openai_error_to_anthropic,

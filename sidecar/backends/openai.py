@@ -13,15 +13,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.backends.base import (
-    Answer,
-    BackendAdapter,
-    InvalidResponse,
-    StreamAdapter,
-    UpstreamRequest,
-    json_object_body,
-)
-from sidecar.call import Call, Route
+from sidecar.backends.base import BackendAdapter, InvalidResponse, json_object_body
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
 from sidecar.dialects.openai import OpenAIStream, usage_of
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}

@@ -8,13 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from sidecar.backends.base import (
-    InvalidResponse,
-    StreamAdapter,
-    Untranslatable,
-    UpstreamRequest,
-    Usage,
-)
+from sidecar.backends.base import InvalidResponse, Untranslatable
 from sidecar.backends.pivot import (
     END,
     AnthropicSink,
@@ -25,7 +19,7 @@ from sidecar.backends.pivot import (
     json_object,
     malformed,
 )
-from sidecar.call import Call, Route
+from sidecar.call import Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic import (
     anthropic_request_to_openai,
     openai_error_to_anthropic,

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.anthropic import OpenAIToAnthropicStream, openai_error_to_anthropic
 from sidecar.dialects.openai import DONE, error_event
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
@@ -196,15 +196,12 @@ def anthropic_stream_error_type(sidecar_class: str) -> str:
 
 
 class PivotStream(StreamAdapter):
-    __slots__ = ("_sink", "_source", "resume", "text", "text_only", "usage")
+    __slots__ = ("_sink", "_source")
 
     def __init__(self, source: Source, sink: Sink) -> None:
+        super().__init__()
         self._source = source
         self._sink = sink
-        self.usage = Usage()
-        self.text: list[str] = []
-        self.text_only = True
-        self.resume = False
 
     def feed(self, data: Any) -> StreamStep:
         return self._step(self._source.feed(data))

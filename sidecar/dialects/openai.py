@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
-from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.sse import SSEDecoder
 from sidecar.failure import FailureClass, classify_error_event
 
@@ -129,15 +129,12 @@ def _opening(choices: list[Any]) -> bool:
 class OpenAIStream(StreamAdapter):
     """An OpenAI-dialect upstream stream relayed to an OpenAI-dialect caller."""
 
-    __slots__ = ("_decoder", "_framed", "_keep_usage", "resume", "text", "text_only", "usage")
+    __slots__ = ("_decoder", "_framed", "_keep_usage")
 
     def __init__(self, *, include_usage: bool) -> None:
+        super().__init__()
         self._decoder = SSEDecoder()
         self._keep_usage = include_usage
-        self.usage = Usage()
-        self.text: list[str] = []
-        self.text_only = True
-        self.resume = False
         self._framed = True
 
     def feed(self, data: Any) -> StreamStep:

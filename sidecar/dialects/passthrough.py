@@ -9,17 +9,14 @@ from typing import Any
 
 import orjson
 
-from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.call import StreamAdapter, StreamStep
 
 
 class PassthroughStream(StreamAdapter):
-    __slots__ = ("resume", "text", "text_only", "usage")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.usage = Usage()
-        self.text: list[str] = []
-        self.text_only = False  # never recovered: its content is not known to be text
-        self.resume = False
+        super().__init__(text_only=False)  # never recovered: its content is not known to be text
 
     def feed(self, data: Any) -> StreamStep:
         return StreamStep(out=data, content=bool(data))

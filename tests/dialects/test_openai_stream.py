@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.backends.base import StreamStep
+from sidecar.call import StreamStep
 from sidecar.demo import chunk, usage_chunk
 from sidecar.dialects.openai import OpenAIStream
 
