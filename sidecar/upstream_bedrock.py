@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sidecar.backends.bedrock import Converse
 from sidecar.call import UpstreamRequest
+from sidecar.dialects.bedrock import Converse
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
 from sidecar.upstream import TAIL_S, Tails, Upstream, UpstreamError, UpstreamResponse

@@ -19,7 +19,17 @@ from typing import Any, Final
 import orjson
 
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
-from sidecar.backends.pivot import (
+from sidecar.call import Answer, Call, Route, StreamAdapter, StreamStep, UpstreamRequest, Usage
+from sidecar.dialects.anthropic import (
+    AnthropicToOpenAIStream,
+    anthropic_error_to_openai,
+    anthropic_response_to_openai,
+    anthropic_usage_to_openai,
+    openai_request_to_anthropic,
+)
+from sidecar.dialects.caller import anthropic_error_type
+from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.pivot import (
     END,
     InBandError,
     Item,
@@ -32,16 +42,6 @@ from sidecar.backends.pivot import (
     malformed,
     sse_event,
 )
-from sidecar.call import Answer, Call, Route, StreamAdapter, StreamStep, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    AnthropicToOpenAIStream,
-    anthropic_error_to_openai,
-    anthropic_response_to_openai,
-    anthropic_usage_to_openai,
-    openai_request_to_anthropic,
-)
-from sidecar.dialects.caller import anthropic_error_type
-from sidecar.dialects.errors import TranslationError
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, classify_error_event
 

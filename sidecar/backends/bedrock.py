@@ -12,14 +12,27 @@ its own). An exception event before content is classified by its name, like the 
 same name (`throttlingException` → `rate_limited`, `modelTimeoutException` → `timeout`, …).
 """
 
-from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
 import orjson
 
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
-from sidecar.backends.pivot import (
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
+from sidecar.dialects.anthropic import (
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
+from sidecar.dialects.bedrock import (
+    Converse,
+    ConverseStreamToOpenAI,
+    bedrock_error_to_openai,
+    converse_response_to_openai,
+    openai_request_to_converse,
+)
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.pivot import (
     END,
     AnthropicSink,
     InBandError,
@@ -30,19 +43,6 @@ from sidecar.backends.pivot import (
     Source,
     malformed,
 )
-from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    anthropic_request_to_openai,
-    openai_error_to_anthropic,
-    openai_response_to_anthropic,
-)
-from sidecar.dialects.bedrock import (
-    ConverseStreamToOpenAI,
-    bedrock_error_to_openai,
-    converse_response_to_openai,
-    openai_request_to_converse,
-)
-from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 from sidecar.failure import FailureClass, classify_error_event
 
 JSON = dict[str, Any]
@@ -62,14 +62,6 @@ EXCEPTION_STATUS: Final[dict[str, int]] = {
     "internalserverexception": 500,
     "serviceunavailableexception": 503,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Converse:
-    """One Converse (or ConverseStream) call: what the Bedrock seam sends."""
-
-    stream: bool
-    params: JSON
 
 
 class BedrockBackend(BackendAdapter):

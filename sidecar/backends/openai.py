@@ -8,6 +8,7 @@ ways in `sidecar.backends.openai_messages`, imported on the first such request: 
 neither parses nor loads anything for them.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,7 +53,11 @@ class OpenAIBackend(BackendAdapter):
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
-            return openai_messages.build(self, call)
+            # url() rules (Azure's included) are per route; Anthropic callers get chat completions.
+            url = self.url(dataclasses.replace(call, route=Route.CHAT_COMPLETIONS))
+            return openai_messages.build(
+                call, url=url, headers=self.static_headers, model=self.sent_model(call)
+            )
         headers = dict(call.headers)
         headers.update(self.static_headers)
         headers["x-request-id"] = call.request_id
@@ -99,7 +104,7 @@ class OpenAIBackend(BackendAdapter):
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
-            answer.body = openai_messages.answer(self, call, parsed)
+            answer.body = openai_messages.answer(parsed, model=self.caller_model(call))
         return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
@@ -113,7 +118,7 @@ class OpenAIBackend(BackendAdapter):
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
-            return openai_messages.stream(self, call)
+            return openai_messages.stream(model=self.caller_model(call))
         return OpenAIStream(include_usage=call.include_usage)
 
     def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:

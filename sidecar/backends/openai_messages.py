@@ -3,13 +3,21 @@ translated both ways. Imported on the first such request, so that a sidecar serv
 callers never loads the Anthropic translations.
 """
 
-import dataclasses
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from sidecar.backends.base import InvalidResponse, Untranslatable
-from sidecar.backends.pivot import (
+from sidecar.call import Call, StreamAdapter, UpstreamRequest, Usage
+from sidecar.dialects.anthropic import (
+    anthropic_request_to_openai,
+    openai_error_to_anthropic,
+    openai_response_to_anthropic,
+)
+from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.openai import usage_of
+from sidecar.dialects.pivot import (
     END,
     AnthropicSink,
     InBandError,
@@ -19,43 +27,32 @@ from sidecar.backends.pivot import (
     json_object,
     malformed,
 )
-from sidecar.call import Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    anthropic_request_to_openai,
-    openai_error_to_anthropic,
-    openai_response_to_anthropic,
-)
-from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
-from sidecar.dialects.openai import usage_of
 from sidecar.dialects.sse import SSEEvent
 from sidecar.failure import classify_error_event
 
-if TYPE_CHECKING:
-    from sidecar.backends.openai import OpenAIBackend
 
-
-def build(backend: "OpenAIBackend", call: Call) -> UpstreamRequest:
+def build(
+    call: Call, *, url: str, headers: Mapping[str, str], model: str | None
+) -> UpstreamRequest:
+    """`url` is the backend's chat completions URL, `headers` its static ones."""
     assert call.body is not None
     try:
         body = anthropic_request_to_openai(call.body)
     except TranslationError as e:
         raise Untranslatable(e.message, e.param) from None
-    model = backend.sent_model(call)
     if model is not None:
         body["model"] = model
-    headers = {k: v for k, v in call.headers.items() if not k.startswith("anthropic-")}
-    headers.update(backend.static_headers)
-    headers["x-request-id"] = call.request_id
-    # url() rules (Azure's included) are per route; Anthropic callers get chat completions.
-    url = backend.url(dataclasses.replace(call, route=Route.CHAT_COMPLETIONS))
-    return UpstreamRequest(call.method, url, headers, orjson.dumps(body))
+    sent = {k: v for k, v in call.headers.items() if not k.startswith("anthropic-")}
+    sent.update(headers)
+    sent["x-request-id"] = call.request_id
+    return UpstreamRequest(call.method, url, sent, orjson.dumps(body))
 
 
-def answer(backend: "OpenAIBackend", call: Call, parsed: dict[str, Any]) -> bytes:
+def answer(parsed: dict[str, Any], *, model: str) -> bytes:
     if not isinstance(parsed.get("choices"), list):
         raise InvalidResponse("upstream answered 2xx without choices")
     try:
-        return orjson.dumps(openai_response_to_anthropic(parsed, model=backend.caller_model(call)))
+        return orjson.dumps(openai_response_to_anthropic(parsed, model=model))
     except InvalidUpstreamResponse as e:
         raise InvalidResponse(e.message) from None
 
@@ -68,8 +65,8 @@ def error_body(status: int, body: bytes) -> bytes:
     return orjson.dumps(openai_error_to_anthropic(status, parsed))
 
 
-def stream(backend: "OpenAIBackend", call: Call) -> StreamAdapter:
-    return PivotStream(OpenAISource(), AnthropicSink(model=backend.caller_model(call)))
+def stream(*, model: str) -> StreamAdapter:
+    return PivotStream(OpenAISource(), AnthropicSink(model=model))
 
 
 class OpenAISource(SSESource):

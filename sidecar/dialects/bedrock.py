@@ -36,6 +36,7 @@ import base64
 import binascii
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -44,6 +45,7 @@ from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 __all__ = [
+    "Converse",
     "ConverseStreamToOpenAI",
     "bedrock_error_to_openai",
     "converse_response_to_openai",
@@ -51,6 +53,15 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Converse:
+    """One Converse (or ConverseStream) call: what the Bedrock seam sends."""
+
+    stream: bool
+    params: JSON
+
 
 IMAGE_FORMATS: Final[dict[str, str]] = {
     "image/png": "png",

@@ -19,7 +19,7 @@ from fakes.anthropic_upstream import FakeAnthropic, Script, overloaded, rate_lim
 from fakes.openai_upstream import Script as OScript
 
 from sidecar.backends.anthropic import AnthropicSource, AnthropicStream
-from sidecar.backends.pivot import OpenAISink, PivotStream
+from sidecar.dialects.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
 
 

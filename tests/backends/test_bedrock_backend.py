@@ -21,7 +21,7 @@ from fakes.bedrock_upstream import FakeBedrock, Script
 
 import sidecar.upstream_bedrock as sidecar_upstream_bedrock
 from sidecar.backends.bedrock import BedrockSource
-from sidecar.backends.pivot import OpenAISink, PivotStream
+from sidecar.dialects.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
 
 

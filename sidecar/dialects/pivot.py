@@ -24,7 +24,6 @@ JSON = dict[str, Any]
 F = FailureClass
 
 MALFORMED_MESSAGE: Final = "upstream sent a malformed stream event"
-# The HTTP status whose meaning an in-band error has: it picks the caller's error type.
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +35,7 @@ class InBandError:
 
     @property
     def status(self) -> int:
+        # The HTTP status whose meaning the error has: it picks the caller's error type.
         return status_of(self.cls)
 
 
