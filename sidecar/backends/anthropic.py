@@ -2,15 +2,11 @@
 
 Anthropic callers (`/v1/messages`) get their bytes through unchanged unless the model must change,
 with their own `anthropic-version` / `anthropic-beta` (else `ANTHROPIC_VERSION`). OpenAI callers
-are translated both ways by `sidecar.dialects.anthropic`, under `ANTHROPIC_VERSION`.
+are translated both ways by `sidecar.dialects.anthropic_request`, `_response` and `_stream`,
+under `ANTHROPIC_VERSION`.
 
-Stream rules (protocols.md §3.4, CONTRACT §5, §11):
-- content: a `text_delta` with text, a `tool_use` `content_block_start`, an `input_json_delta`, or
-  a `thinking_delta` (model output the caller sees; holding it back would make a long think trip
-  `FIRST_TOKEN_TIMEOUT_S`); `message_start` and `ping` are not content;
-- finished: `message_delta` with a `stop_reason`; done: `message_stop`;
-- `event: error` is an in-band error, classified by `classify_error_event`; data that is not a JSON
-  object is malformed (`invalid_response`).
+Anthropic-to-Anthropic streams are relayed event by event by
+`sidecar.dialects.anthropic_stream.AnthropicStream`.
 """
 
 from collections.abc import Mapping
@@ -19,14 +15,14 @@ from typing import Any, Final
 import orjson
 
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
-from sidecar.call import Answer, Call, Route, StreamAdapter, StreamStep, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    AnthropicToOpenAIStream,
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
+from sidecar.dialects.anthropic_request import openai_request_to_anthropic
+from sidecar.dialects.anthropic_response import (
     anthropic_error_to_openai,
     anthropic_response_to_openai,
     anthropic_usage_to_openai,
-    openai_request_to_anthropic,
 )
+from sidecar.dialects.anthropic_stream import AnthropicStream, AnthropicToOpenAIStream
 from sidecar.dialects.caller import anthropic_error_type
 from sidecar.dialects.errors import TranslationError
 from sidecar.dialects.pivot import (
@@ -36,14 +32,10 @@ from sidecar.dialects.pivot import (
     OpenAISink,
     PivotStream,
     SSESource,
-    anthropic_error_event,
-    anthropic_stream_error_type,
-    json_object,
     malformed,
-    sse_event,
 )
-from sidecar.dialects.sse import SSEDecoder, SSEEvent
-from sidecar.failure import FailureClass, classify_error_event
+from sidecar.dialects.sse import SSEEvent, json_object
+from sidecar.failure import classify_error_event
 
 # Anthropic requires `max_tokens`; OpenAI callers often omit it. 4096 is what most SDKs and
 # proxies default to: long enough for ordinary answers, and within every current model's limit.
@@ -51,7 +43,6 @@ DEFAULT_MAX_TOKENS: Final = 4096
 
 _KEPT_HEADERS: Final = frozenset({"accept", "user-agent", "content-type"})
 _RELAYED_HEADERS: Final = ("anthropic-ratelimit-", "request-id")
-_MESSAGE_STOP: Final = sse_event("message_stop", b'{"type":"message_stop"}')
 
 
 class AnthropicBackend(BackendAdapter):
@@ -134,105 +125,6 @@ class AnthropicBackend(BackendAdapter):
 
     def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
-
-
-def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:
-    if not isinstance(usage, dict):
-        return None, None
-    counted = anthropic_usage_to_openai(usage)
-    prompt = counted["prompt_tokens"] if "input_tokens" in usage else None
-    completion = usage.get("output_tokens")
-    return prompt, completion if isinstance(completion, int) else None
-
-
-class AnthropicStream(StreamAdapter):
-    """An Anthropic upstream stream relayed to an Anthropic caller, event by event."""
-
-    __slots__ = ("_decoder", "_reopened")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._decoder = SSEDecoder()
-        self._reopened = False
-
-    def feed(self, data: Any) -> StreamStep:
-        return self._events(self._decoder.feed(data))
-
-    def end(self) -> StreamStep:
-        return self._events(self._decoder.flush())
-
-    def _events(self, events: list[SSEEvent]) -> StreamStep:
-        step = StreamStep()
-        out: list[bytes] = []
-        for ev in events:
-            obj = json_object(ev.data)
-            if obj is None:
-                step.error = (FailureClass.INVALID_RESPONSE, self._malformed())
-                break
-            name = ev.event or str(obj.get("type"))
-            if name == "error":
-                step.error = (classify_error_event(obj), sse_event("error", ev.data.encode()))
-                break
-            self._inspect(name, obj, step)
-            if not (self.resume and self._opening(name)):
-                out.append(sse_event(name, ev.data.encode()))
-            if step.done:
-                break
-        step.out = b"".join(out)
-        return step
-
-    def _opening(self, name: str) -> bool:
-        # A continuation goes on in the caller's open message and text block.
-        if name == "message_start":
-            return True
-        if name == "content_block_start" and not self._reopened:
-            self._reopened = True
-            return True
-        return False
-
-    def _inspect(self, name: str, obj: dict[str, Any], step: StreamStep) -> None:
-        match name:
-            case "message_start":
-                self._count((obj.get("message") or {}).get("usage"))
-            case "content_block_start":
-                block = obj.get("content_block") or {}
-                if block.get("type") == "tool_use":
-                    step.content, self.text_only = True, False
-                elif block.get("type") == "text" and block.get("text"):
-                    step.content = True
-                    self.text.append(block["text"])
-            case "content_block_delta":
-                self._delta(obj.get("delta") or {}, step)
-            case "message_delta":
-                self._count(obj.get("usage"))
-                step.finished = bool((obj.get("delta") or {}).get("stop_reason"))
-            case "message_stop":
-                step.done = True
-
-    def _delta(self, delta: dict[str, Any], step: StreamStep) -> None:
-        kind = delta.get("type")
-        if kind == "text_delta" and delta.get("text"):
-            step.content = True
-            self.text.append(delta["text"])
-        elif kind in ("input_json_delta", "thinking_delta"):
-            step.content, self.text_only = True, False
-
-    def _count(self, usage: Any) -> None:
-        # message_delta counts are cumulative: they replace the earlier ones.
-        prompt, completion = _anthropic_tokens(usage)
-        if prompt is not None:
-            self.usage.prompt = prompt
-        if completion is not None:
-            self.usage.completion = completion
-
-    def _malformed(self) -> bytes:
-        return anthropic_error_event("api_error", "upstream sent a malformed stream event")
-
-    def terminal_error(self, message: str, error_type: str) -> bytes:
-        return anthropic_error_event(anthropic_stream_error_type(error_type), message or error_type)
-
-    def terminator(self) -> bytes:
-        return _MESSAGE_STOP
 
 
 class AnthropicSource(SSESource):

@@ -19,8 +19,8 @@ import orjson
 
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    anthropic_request_to_openai,
+from sidecar.dialects.anthropic_request import anthropic_request_to_openai
+from sidecar.dialects.anthropic_response import (
     openai_error_to_anthropic,
     openai_response_to_anthropic,
 )

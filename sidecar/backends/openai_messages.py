@@ -10,8 +10,8 @@ import orjson
 
 from sidecar.backends.base import InvalidResponse, Untranslatable
 from sidecar.call import Call, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic import (
-    anthropic_request_to_openai,
+from sidecar.dialects.anthropic_request import anthropic_request_to_openai
+from sidecar.dialects.anthropic_response import (
     openai_error_to_anthropic,
     openai_response_to_anthropic,
 )
@@ -24,10 +24,9 @@ from sidecar.dialects.pivot import (
     Item,
     PivotStream,
     SSESource,
-    json_object,
     malformed,
 )
-from sidecar.dialects.sse import SSEEvent
+from sidecar.dialects.sse import SSEEvent, json_object
 from sidecar.failure import classify_error_event
 
 

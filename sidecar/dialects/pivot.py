@@ -15,7 +15,13 @@ from typing import Any, Final
 import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
-from sidecar.dialects.anthropic import OpenAIToAnthropicStream, openai_error_to_anthropic
+from sidecar.dialects.anthropic_response import openai_error_to_anthropic
+from sidecar.dialects.anthropic_stream import (
+    OpenAIToAnthropicStream,
+    anthropic_error_event,
+    anthropic_stream_error_type,
+    sse_event,
+)
 from sidecar.dialects.openai import DONE, error_event
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, status_of
@@ -50,24 +56,6 @@ Item = JSON | InBandError | Terminator
 def malformed() -> InBandError:
     error = {"message": MALFORMED_MESSAGE, "type": "invalid_response", "param": None}
     return InBandError(F.INVALID_RESPONSE, {"error": {**error, "code": "invalid_response"}})
-
-
-def json_object(data: str) -> JSON | None:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def sse_event(name: str, data: bytes) -> bytes:
-    # Always named: the anthropic SDK drops events without an `event:` line.
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-
-
-def anthropic_error_event(error_type: str, message: str) -> bytes:
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return sse_event("error", orjson.dumps(body))
 
 
 class Source(ABC):
@@ -188,11 +176,6 @@ def _role_only(chunk: JSON) -> bool:
         and not any(v for k, v in (c.get("delta") or {}).items() if k != "role")
         for c in choices
     )
-
-
-def anthropic_stream_error_type(sidecar_class: str) -> str:
-    # Anthropic error objects have a closed set of types; the sidecar's class is in the message.
-    return "timeout_error" if sidecar_class == F.STREAM_TIMEOUT else "api_error"
 
 
 class PivotStream(StreamAdapter):

@@ -6,6 +6,9 @@ shows whether it starts a CRLF.
 """
 
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +76,11 @@ class SSEDecoder:
             self._has_data = True
         elif field == "event":
             self._event = value
+
+
+def json_object(data: str) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -18,7 +18,8 @@ from conftest import (
 from fakes.anthropic_upstream import FakeAnthropic, Script, overloaded, rate_limited
 from fakes.openai_upstream import Script as OScript
 
-from sidecar.backends.anthropic import AnthropicSource, AnthropicStream
+from sidecar.backends.anthropic import AnthropicSource
+from sidecar.dialects.anthropic_stream import AnthropicStream
 from sidecar.dialects.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
 

@@ -7,16 +7,17 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from sidecar.dialects.anthropic import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
-    anthropic_error_to_openai,
+from sidecar.dialects.anthropic_request import (
     anthropic_request_to_openai,
+    openai_request_to_anthropic,
+)
+from sidecar.dialects.anthropic_response import (
+    anthropic_error_to_openai,
     anthropic_response_to_openai,
     openai_error_to_anthropic,
-    openai_request_to_anthropic,
     openai_response_to_anthropic,
 )
+from sidecar.dialects.anthropic_stream import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 JSON = dict[str, Any]
