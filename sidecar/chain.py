@@ -12,28 +12,21 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
 
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
-from sidecar.call import Call, Route, StreamAdapter, StreamStep, UpstreamRequest
+from sidecar.call import Call, StreamAdapter, StreamStep, UpstreamRequest
 from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.dialects.caller import error_body
-from sidecar.dialects.passthrough import PassthroughStream
 from sidecar.failure import RETRYABLE, FailureClass, classify_status, status_of
 from sidecar.metrics import BackendSeries, Metrics
 from sidecar.redact import Redactor
 from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, GlobalSettings
-from sidecar.upstream import (
-    Upstream,
-    UpstreamError,
-    UpstreamResponse,
-    hop_by_hop,
-    passthrough_headers,
-)
+from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
 
 F = FailureClass
 log = logging.getLogger("sidecar.chain")
@@ -293,11 +286,10 @@ class FallbackChain:
         resp: UpstreamResponse,
         start: float,
     ) -> Failure | None:
-        passthrough = call.route is Route.PASSTHROUGH
         try:
             if not 200 <= resp.status < 300:
                 return await self._error(m, call, resp)
-            if call.stream or (passthrough and resp.content_type == "text/event-stream"):
+            if m.adapter.reads_stream(call, resp.content_type):
                 return await self._until_commit(out, m, series, call, resp, start)
             body = await resp.read()
         finally:
@@ -310,13 +302,9 @@ class FallbackChain:
         except Exception:  # a shape the translation did not expect: the upstream's fault
             log.warning("unreadable answer from %s", m.name, exc_info=True)
             return Failure(F.INVALID_RESPONSE, "upstream answer has an unexpected shape")
-        if passthrough:
-            headers = passthrough_headers(resp.headers)
-            content_type = headers.pop("content-type", None) or resp.content_type
-            out.reply = Reply(resp.status, answer.body, headers, content_type)
-        else:
-            headers = _relayed(m, resp.headers)
-            out.reply = Reply(resp.status, answer.body, headers, answer.content_type)
+        headers = m.adapter.response_headers(call, resp.headers)
+        content_type = headers.pop("content-type", None) or answer.content_type
+        out.reply = Reply(resp.status, answer.body, headers, content_type)
         series.count_tokens(answer.usage.prompt, answer.usage.completion)
         return None
 
@@ -325,15 +313,11 @@ class FallbackChain:
         cls = classify_status(resp.status, body)
         assert cls is not None
         retry_after = parse_retry_after(resp.headers, now=time.time())
-        content_type = "application/json"
-        if call.route is Route.PASSTHROUGH:
-            # Pass-through answers are relayed as they came, errors included.
-            headers = passthrough_headers(resp.headers)
-            content_type = headers.pop("content-type", "") or resp.content_type
-        else:
-            headers = _relayed(m, resp.headers)
-            if retry_after is not None and "retry-after" in resp.headers:
-                headers["retry-after"] = resp.headers["retry-after"]
+        # Pass-through errors keep the upstream's content type; translated ones are JSON.
+        headers = m.adapter.response_headers(call, resp.headers)
+        content_type = headers.pop("content-type", None) or "application/json"
+        if retry_after is not None and "retry-after" in resp.headers:
+            headers["retry-after"] = resp.headers["retry-after"]
         return Failure(
             cls,
             f"upstream answered {resp.status}",
@@ -353,8 +337,7 @@ class FallbackChain:
         resp: UpstreamResponse,
         start: float,
     ) -> Failure | None:
-        passthrough = call.route is Route.PASSTHROUGH
-        adapter = PassthroughStream() if passthrough else m.adapter.stream(call)
+        adapter = m.adapter.stream(call)
         adapter.resume = out.resume
         head: list[bytes] = []
         while True:
@@ -378,7 +361,7 @@ class FallbackChain:
                 return Failure(F.SERVER_ERROR, "stream ended before any content")
         series.first_token_seconds.observe(asyncio.get_running_loop().time() - start)
         step.out = b"".join(head)
-        headers = passthrough_headers(resp.headers) if passthrough else _relayed(m, resp.headers)
+        headers = m.adapter.response_headers(call, resp.headers)
         out.stream = Committed(
             m, series, resp, adapter, step.out, step, self._redact, self, call, headers
         )
@@ -507,9 +490,3 @@ def _event_body(event: bytes) -> bytes:
         if line.startswith(b"data:"):
             return line[5:].strip()
     return event
-
-
-def _relayed(m: Member, headers: Mapping[str, str]) -> dict[str, str]:
-    """The kind's relayed headers, less any the upstream's `Connection` names (hop-by-hop)."""
-    hop = hop_by_hop(headers)
-    return {k: v for k, v in m.adapter.response_headers(headers).items() if k.lower() not in hop}

@@ -21,11 +21,11 @@ from aiohttp import web
 from sidecar.call import Call, Dialect, Route
 from sidecar.chain import FallbackChain, Outcome, Reply
 from sidecar.dialects.caller import error_body
+from sidecar.headers import to_upstream
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.relay import StreamRelay, reply
 from sidecar.settings import Config
-from sidecar.upstream import HOP_BY_HOP, hop_by_hop
 
 log = logging.getLogger("sidecar.routes")
 
@@ -38,21 +38,6 @@ ROUTES: dict[str, tuple[Route, str, Dialect]] = {
 }
 _NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
 
-# Caller headers that reach a backend on the routes the sidecar understands. Everything else,
-# credentials and cookies first, stays here.
-_FORWARDED = frozenset(
-    {"accept", "user-agent", "openai-beta", "anthropic-version", "anthropic-beta"}
-)
-# On pass-through, everything but these.
-_NEVER_FORWARDED = HOP_BY_HOP | {
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "cookie",
-    "x-request-id",
-    "x-sidecar-chain",
-    "accept-encoding",
-}
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
@@ -242,7 +227,7 @@ class Proxy:
             body=body,
             stream=stream,
             model=model,
-            headers=_forwarded(request.headers, route),
+            headers=to_upstream(request.headers, passthrough=route is Route.PASSTHROUGH),
             request_id=request_id,
             chain=chain,
         )
@@ -310,16 +295,6 @@ def _peek_model(raw: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return model if isinstance(model, str) else None
-
-
-def _forwarded(headers: Mapping[str, str], route: Route) -> dict[str, str]:
-    hop = hop_by_hop(headers)
-    if route is Route.PASSTHROUGH:
-        never = _NEVER_FORWARDED | hop
-        return {k.lower(): v for k, v in headers.items() if k.lower() not in never}
-    out = {k.lower(): v for k, v in headers.items() if k.lower() in _FORWARDED - hop}
-    out["content-type"] = "application/json"
-    return out
 
 
 def _model_list(config: Config) -> list[dict[str, str]]:

@@ -16,46 +16,6 @@ from sidecar.call import UpstreamRequest
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend
 
-# Headers aiohttp computes itself or that must never cross the sidecar (RFC 9110 §7.6.1).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "content-encoding",
-        "host",
-    }
-)
-
-
-# Pass-through answers keep the upstream's headers but for these (ours replace them, or they are
-# the upstream's business: cookies are credentials).
-_NOT_RELAYED = HOP_BY_HOP | {"set-cookie", "x-request-id", "date", "server"}
-
-
-def hop_by_hop(headers: Mapping[str, str]) -> frozenset[str]:
-    """HOP_BY_HOP plus every field a `Connection` header names: those are hop-by-hop too."""
-    named = {
-        name.strip().lower()
-        for k, v in headers.items()
-        if k.lower() == "connection"
-        for name in v.split(",")
-    }
-    return HOP_BY_HOP | named if named else HOP_BY_HOP
-
-
-def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Lower-case names, so that merging with the sidecar's own headers never doubles one."""
-    dropped = _NOT_RELAYED | hop_by_hop(headers)
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in dropped}
-
 
 class UpstreamError(Exception):
     def __init__(self, cls: FailureClass, detail: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import orjson
 
+from sidecar import headers as h
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic_request import openai_request_to_anthropic
@@ -41,9 +42,6 @@ from sidecar.failure import classify_error_event
 # proxies default to: long enough for ordinary answers, and within every current model's limit.
 DEFAULT_MAX_TOKENS: Final = 4096
 
-_KEPT_HEADERS: Final = frozenset({"accept", "user-agent", "content-type"})
-_RELAYED_HEADERS: Final = ("anthropic-ratelimit-", "request-id")
-
 
 class AnthropicBackend(BackendAdapter):
     routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
@@ -58,11 +56,8 @@ class AnthropicBackend(BackendAdapter):
 
     def build(self, call: Call) -> UpstreamRequest:
         caller_speaks_anthropic = call.route is Route.MESSAGES
-        headers = {
-            k: v
-            for k, v in call.headers.items()
-            if k in _KEPT_HEADERS or (caller_speaks_anthropic and k.startswith("anthropic-"))
-        }
+        own = "anthropic-" if caller_speaks_anthropic else ""
+        headers = h.kept_by(call.headers, h.KEPT["anthropic"], own)
         headers.update(self._static)
         headers.setdefault("anthropic-version", self.backend.settings.anthropic_version)
         headers["x-request-id"] = call.request_id
@@ -123,8 +118,8 @@ class AnthropicBackend(BackendAdapter):
         source = AnthropicSource(model=self.caller_model(call), include_usage=call.include_usage)
         return PivotStream(source, OpenAISink())
 
-    def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
+    def response_headers(self, call: Call, headers: Mapping[str, str]) -> dict[str, str]:
+        return h.relayed(headers, "anthropic")
 
 
 class AnthropicSource(SSESource):

@@ -70,5 +70,11 @@ class BackendAdapter(ABC):
     @abstractmethod
     def stream(self, call: Call) -> StreamAdapter: ...
 
-    def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+    def reads_stream(self, call: Call, content_type: str) -> bool:
+        """Whether the answer to `call` is read as a stream (by the answer's content type)."""
+        return call.stream
+
+    def response_headers(self, call: Call, headers: Mapping[str, str]) -> dict[str, str]:
+        """The upstream's headers the caller gets (see `sidecar.headers`); with a
+        `content-type` when the answer keeps the upstream's own."""
         return {}

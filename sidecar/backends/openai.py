@@ -14,12 +14,13 @@ from typing import Any
 
 import orjson
 
+from sidecar.backends import passthrough
 from sidecar.backends.base import BackendAdapter, InvalidResponse, json_object_body
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
 from sidecar.dialects.openai import OpenAIStream, usage_of
+from sidecar.headers import relayed
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
-_RELAYED_HEADERS = ("x-ratelimit-",)
 _USAGE_FIRST = b'{"stream_options":{"include_usage":true},'
 
 
@@ -58,18 +59,16 @@ class OpenAIBackend(BackendAdapter):
             return openai_messages.build(
                 call, url=url, headers=self.static_headers, model=self.sent_model(call)
             )
+        if call.route is Route.PASSTHROUGH:
+            return passthrough.build(call, self.url(call), self.static_headers)
         headers = dict(call.headers)
         headers.update(self.static_headers)
         headers["x-request-id"] = call.request_id
-        passthrough = call.route is Route.PASSTHROUGH
-        return UpstreamRequest(
-            call.method, self.url(call), headers, self._body(call), encoded=passthrough
-        )
+        return UpstreamRequest(call.method, self.url(call), headers, self._body(call))
 
     def _body(self, call: Call) -> bytes:
         body = call.body
-        if body is None:
-            return call.raw
+        assert body is not None  # every route but pass-through is parsed JSON
         model = self.sent_model(call)
         add_usage = call.stream and not call.include_usage and self.asks_usage
         if model == body.get("model"):
@@ -94,7 +93,7 @@ class OpenAIBackend(BackendAdapter):
 
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.PASSTHROUGH:
-            return Answer(body)
+            return passthrough.answer(body)
         parsed = json_object_body(body)
         if call.route is Route.CHAT_COMPLETIONS and not isinstance(parsed.get("choices"), list):
             raise InvalidResponse("upstream answered 2xx without choices")
@@ -119,7 +118,16 @@ class OpenAIBackend(BackendAdapter):
             from sidecar.backends import openai_messages
 
             return openai_messages.stream(model=self.caller_model(call))
+        if call.route is Route.PASSTHROUGH:
+            return passthrough.PassthroughStream()
         return OpenAIStream(include_usage=call.include_usage)
 
-    def response_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in headers.items() if k.lower().startswith(_RELAYED_HEADERS)}
+    def reads_stream(self, call: Call, content_type: str) -> bool:
+        if call.route is Route.PASSTHROUGH:
+            return passthrough.reads_stream(content_type)
+        return call.stream
+
+    def response_headers(self, call: Call, headers: Mapping[str, str]) -> dict[str, str]:
+        if call.route is Route.PASSTHROUGH:
+            return passthrough.response_headers(headers)
+        return relayed(headers, "openai")
