@@ -1,6 +1,6 @@
 """What went wrong with an attempt, and what the chain does about it.
 
-Rules (CONTRACT §5, §11), in the order they are applied to an upstream answer:
+Rules (README "Failure classes"), in the order they are applied to an upstream answer:
 
     upstream answer                                  class
     -----------------------------------------------  ------------------
@@ -21,7 +21,16 @@ Rules (CONTRACT §5, §11), in the order they are applied to an upstream answer:
     other 4xx                                        client_error
 
 An error event before the first content event is classified by meaning (`ERROR_CODES` below);
-after commit a cut or stall is `stream_interrupted` / `stream_timeout`.
+after commit a cut or stall is `stream_interrupted` / `stream_timeout`. A body cut before the
+commit point is what the upstream did before any content: `server_error` (`before_commit`).
+
+How a backend's turn that ended in a fallback class counts for its circuit (`opens_at_once`):
+
+    class                                            circuit
+    -----------------------------------------------  ------------------------------------------
+    quota_exhausted                                  opens at once, for the cooldown
+    rate_limited with a Retry-After                  opens at once, for the Retry-After (capped)
+    any other fallback class                         one more in the run of consecutive failures
 
 Which classes move on to the next backend is configuration (`SIDECAR_FALLBACK_ON`); which classes
 get the per-backend `RETRIES` is fixed (`RETRYABLE`): a timeout is never retried on the same
@@ -29,6 +38,7 @@ backend, since a slow backend stays slow and the budget is the caller's.
 """
 
 import enum
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -66,6 +76,34 @@ DEFAULT_FALLBACK_ON = frozenset(
 )
 
 RETRYABLE = frozenset({F.RATE_LIMITED, F.OVERLOADED, F.SERVER_ERROR, F.CONNECT_ERROR})
+
+# What an I/O failure means when it happens before the commit point.
+_BEFORE_COMMIT: dict[FailureClass, FailureClass] = {F.STREAM_INTERRUPTED: F.SERVER_ERROR}
+
+
+def before_commit(cls: FailureClass) -> FailureClass:
+    return _BEFORE_COMMIT.get(cls, cls)
+
+
+def opens_at_once(cls: FailureClass, retry_after_s: float | None) -> bool:
+    return cls is F.QUOTA_EXHAUSTED or (cls is F.RATE_LIMITED and retry_after_s is not None)
+
+
+@dataclass(slots=True)
+class Failure:
+    """The one shape of "the upstream failed", before or after the commit point."""
+
+    cls: FailureClass
+    detail: str
+    status: int | None = None
+    # The upstream's error body or error event, already in the caller's dialect and redacted.
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    retry_after_s: float | None = None
+    # The chain's budget, not the backend, cut the attempt short.
+    budget_spent: bool = False
+    content_type: str = "application/json"
+
 
 # Provider error codes and types (OpenAI `error.code`/`error.type`, Anthropic `error.type`,
 # Bedrock exception names). They refine an ambiguous status (`_REFINES`) and classify error

@@ -1,7 +1,7 @@
 """Inbound handling: admission, auth, routing, body limits and validation → a `Call` → a chain.
 
-Every error the sidecar writes itself is JSON in the caller's dialect (CONTRACT §8); nothing is
-forwarded until the request is known to be well-formed.
+Every error the sidecar writes itself is JSON in the caller's dialect (README "Routes and
+headers"); nothing is forwarded until the request is known to be well-formed.
 """
 
 import asyncio
@@ -19,13 +19,15 @@ import orjson
 from aiohttp import web
 
 from sidecar.call import Call, Dialect, Route
-from sidecar.chain import FallbackChain, Outcome, Reply
+from sidecar.chain import AttemptRecord, FallbackChain, Outcome
 from sidecar.dialects.caller import error_body
 from sidecar.headers import to_upstream
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
-from sidecar.relay import StreamRelay, reply
+from sidecar.recovery import Recovery
+from sidecar.replies import Reply
 from sidecar.settings import Config
+from sidecar.stream import StreamRelay
 
 log = logging.getLogger("sidecar.routes")
 
@@ -58,6 +60,7 @@ class Inbound:
     model: str | None = None
     outcome: Outcome | None = None
     relay: StreamRelay | None = None
+    recovery: Recovery | None = None
 
 
 class Proxy:
@@ -155,13 +158,13 @@ class Proxy:
         outcome = inbound.outcome = await chain.forward(call)
         headers = {"x-request-id": request_id, **outcome.headers()}
         if outcome.stream is not None:
-            relay = inbound.relay = StreamRelay(outcome.stream, outcome.attempts)
+            recovery = inbound.recovery = Recovery(chain, call)
+            relay = inbound.relay = StreamRelay(outcome.stream, recovery)
             if self.aborting:  # committed after the drain ended open streams: end this one too
                 relay.abort()
             self.streams.add(relay)
             try:
-                idle = outcome.stream.member.config.settings.stream_idle_timeout_s
-                resp = await relay.run(request, headers, idle)
+                resp = await relay.run(request, headers)
             finally:
                 self.streams.discard(relay)
             if relay.client_gone:
@@ -304,6 +307,19 @@ def _model_list(config: Config) -> list[dict[str, str]]:
     return [{"id": i, "object": "model", "owned_by": "llm-sidecar"} for i in dict.fromkeys(ids)]
 
 
+def reply(r: Reply, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(
+        body=r.body,
+        status=r.status,
+        headers={**r.headers, **headers, "content-type": r.content_type},
+    )
+
+
+def _attempts(outcome: Outcome, recovery: Recovery | None) -> list[AttemptRecord]:
+    # A stream recovery's attempt comes after the caller's headers were sent: the log has it.
+    return outcome.attempts + recovery.attempts if recovery is not None else outcome.attempts
+
+
 def _json(status: int, body: Any, request_id: str) -> web.Response:
     return reply(Reply(status, orjson.dumps(body)), {"x-request-id": request_id})
 
@@ -330,7 +346,7 @@ def _fields(
     if outcome is not None:
         attempts = [
             {"backend": a.backend, "class": a.cls, "status": a.status, "ms": round(a.ms, 1)}
-            for a in outcome.attempts
+            for a in _attempts(outcome, inbound.recovery)
         ]
         served_by = outcome.backend
     return {

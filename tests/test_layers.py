@@ -58,6 +58,15 @@ def test_dialects_and_upstreams_import_nothing_from_backends(module: str) -> Non
     assert not {t for t in GRAPH[module] if t.startswith("sidecar.backends")}
 
 
+def test_the_chain_imports_no_backend_kind_and_no_dialect() -> None:
+    # It knows no provider and no route: what it needs of a backend is the adapter's interface.
+    kinds = {t for t in GRAPH["sidecar.chain"] if t.startswith("sidecar.dialects")}
+    kinds |= {t for t in GRAPH["sidecar.chain"] if t.startswith("sidecar.backends.")} - {
+        "sidecar.backends.base"
+    }
+    assert not kinds
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []

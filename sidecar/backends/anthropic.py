@@ -24,7 +24,7 @@ from sidecar.dialects.anthropic_response import (
     anthropic_usage_to_openai,
 )
 from sidecar.dialects.anthropic_stream import AnthropicStream, AnthropicToOpenAIStream
-from sidecar.dialects.caller import anthropic_error_type
+from sidecar.dialects.error_types import anthropic_error_type
 from sidecar.dialects.errors import TranslationError
 from sidecar.dialects.pivot import (
     END,

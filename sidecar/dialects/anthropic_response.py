@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from sidecar.dialects import openai_request, openai_response
-from sidecar.dialects.caller import anthropic_error_type
+from sidecar.dialects.error_types import anthropic_error_type
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 
 JSON = dict[str, Any]

@@ -18,35 +18,18 @@ import msgspec
 import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
+from sidecar.dialects.error_types import openai_error_type
 from sidecar.dialects.sse import SSEDecoder
 from sidecar.failure import FailureClass, classify_error_event
 
 DONE = b"data: [DONE]\n\n"
 _KEEP = b"keep"  # a sentinel compared by identity
 
-_ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout",
-    413: "invalid_request_error",
-    429: "rate_limit_exceeded",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "timeout",
-}
-
-
-def error_type_for(status: int) -> str:
-    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
 
 def error_body(
     message: str, *, status: int, code: str | None = None, param: str | None = None
 ) -> bytes:
-    error = {"message": message, "type": error_type_for(status), "param": param, "code": code}
+    error = {"message": message, "type": openai_error_type(status), "param": param, "code": code}
     return orjson.dumps({"error": error})
 
 
