@@ -1,7 +1,9 @@
-"""The one place objects are wired: `create_app(config, registry=None)` → `Sidecar`.
+"""The one place objects are wired: `create_app(config, *, registry=, log_stream=, clock=,
+upstream=)` → `Sidecar`. `clock` times the circuits; `upstream` builds each backend's transport
+(by default its kind's: `sidecar.backends`), so tests can run the chain on a fake one.
 
 Two listeners: the proxy (`SIDECAR_HOST:PORT`) and the admin port (`/metrics`, `/livez`,
-`/readyz`, `/status`). Shutdown (CONTRACT §10): `/readyz` turns 503 at once; the proxy keeps
+`/readyz`, `/status`). Shutdown (README "Lifecycle"): `/readyz` turns 503 at once; the proxy keeps
 accepting for `SHUTDOWN_DELAY_S`, then stops; in-flight requests get up to `SHUTDOWN_GRACE_S`;
 streams still open then end with a terminal error event.
 """
@@ -18,17 +20,19 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from sidecar import __version__
-from sidecar.backends import adapter_for
 from sidecar.chain import FallbackChain, Member
 from sidecar.circuit import Circuit, CircuitState, uniform_jitter
+from sidecar.config import spec
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.redact import Redactor
 from sidecar.routes import Proxy
 from sidecar.settings import Backend, Config
-from sidecar.upstream import Upstream
+from sidecar.upstream import HttpUpstream, Upstream
 
 _STREAM_ABORT_WAIT_S = 1.0
+
+UpstreamFactory = Callable[[Backend], Upstream]
 
 
 class Sidecar:
@@ -39,6 +43,7 @@ class Sidecar:
         log_stream: BinaryIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = uniform_jitter,
+        upstream: UpstreamFactory | None = None,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
@@ -49,6 +54,7 @@ class Sidecar:
         )
         self.redactor = Redactor(config.secrets())
         self._clock, self._jitter = clock, jitter
+        self._upstream = upstream
         self.members = {name: self._member(b) for name, b in config.backends.items()}
         s = config.settings
         self.chains = {
@@ -87,14 +93,9 @@ class Sidecar:
             jitter=self._jitter,
             on_change=on_change,
         )
-        if b.settings.kind == "bedrock":
-            # aiobotocore and the Bedrock translations load only when a bedrock backend exists.
-            from sidecar.upstream_bedrock import BedrockUpstream
-
-            upstream: Upstream = BedrockUpstream(b)
-        else:
-            upstream = Upstream(b)
-        return Member(b, adapter_for(b), upstream, circuit)
+        kind = spec(b)
+        make = self._upstream or kind.upstream or HttpUpstream
+        return Member(b, kind.adapter(b), make(b), circuit)
 
     def _make_proxy_server(self) -> web.Server:
         # aiohttp's low-level server: the proxy routes by itself (routes.ROUTES), so the
@@ -218,6 +219,8 @@ def create_app(
     log_stream: BinaryIO | None = None,
     clock: Callable[[], float] = time.monotonic,
     jitter: Callable[[], float] = uniform_jitter,
+    upstream: UpstreamFactory | None = None,
 ) -> Sidecar:
-    """`clock` and `jitter` drive every circuit: tests play long outages on a fake clock."""
-    return Sidecar(config, registry, log_stream, clock, jitter)
+    """`clock` and `jitter` drive every circuit: tests play long outages on a fake clock;
+    `upstream` replaces the HTTP transport (tests of the chain on a fake one)."""
+    return Sidecar(config, registry, log_stream, clock, jitter, upstream)

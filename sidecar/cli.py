@@ -13,7 +13,8 @@ import orjson
 from pydantic import SecretStr
 
 from sidecar import __version__
-from sidecar.settings import Backend, Config, ConfigError, load_config
+from sidecar.config import load_config
+from sidecar.settings import Backend, Config, ConfigError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("sidecar")

@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import ClientSession, ClientTimeout, web
 
+from sidecar.config import load_config
 from sidecar.failure import FailureClass
-from sidecar.settings import ConfigError, load_config
+from sidecar.settings import ConfigError
 
 # What the flaky primary does with its n-th request, cycling.
 FLAKY_SCHEDULE = ("ok", "429", "ok", "503", "slow", "ok", "cut", "ok", "500", "ok")

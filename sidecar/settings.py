@@ -1,14 +1,15 @@
 """The only code that reads the environment. Invalid configuration fails here, naming the env var.
 
-`load_config(environ)` returns a `Config`: the global `SIDECAR_*` settings, the chains in order,
-and one `BackendSettings` per backend, loaded from that backend's own env prefix.
+`read_config(environ)` returns a `Config`: the global `SIDECAR_*` settings, the chains in order,
+and one `BackendSettings` per backend, loaded from that backend's own env prefix. It knows no
+backend kind: `sidecar.config.load_config` adds each kind's own rules (`sidecar.backends`).
 """
 
 import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -22,12 +23,6 @@ from sidecar.failure import DEFAULT_FALLBACK_ON, FailureClass
 S = TypeVar("S", bound=BaseSettings)
 Seconds = Annotated[float, Field(gt=0)]
 NonNegativeSeconds = Annotated[float, Field(ge=0)]
-Kind = Literal["openai", "azure", "anthropic", "bedrock"]
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-}
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog"})
@@ -90,7 +85,7 @@ class GlobalSettings(BaseSettings):
 class BackendSettings(BaseSettings):
     model_config = SettingsConfigDict(hide_input_in_errors=True, extra="ignore", frozen=True)
 
-    kind: Kind = "openai"
+    kind: str = "openai"
     base_url: str | None = None
     api_key: SecretStr | None = None
     model: str | None = None
@@ -129,10 +124,12 @@ class Backend:
     settings: BackendSettings
     model_map: Mapping[str, str]
     headers: Mapping[str, str]
+    # The kind's own, when BASE_URL is not set (filled in by `sidecar.config`).
+    default_base_url: str = ""
 
     @property
     def base_url(self) -> str:
-        return self.settings.base_url or DEFAULT_BASE_URLS.get(self.settings.kind, "")
+        return self.settings.base_url or self.default_base_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +153,12 @@ def default_prefix(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
 
 
-def load_config(environ: Mapping[str, str] | None = None) -> Config:
+# A backend's kind rules, given by the caller of `read_config`: checks, defaults (see the module's
+# docstring). It returns the backend as it is to be used.
+KindRules = Callable[["Backend", Mapping[str, str]], "Backend"]
+
+
+def read_config(environ: Mapping[str, str] | None = None, kinds: KindRules | None = None) -> Config:
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     settings = _load(GlobalSettings, "SIDECAR_", env)
     if settings.circuit_max_cooldown_s < settings.circuit_cooldown_s:
@@ -168,7 +170,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     chains: dict[str, tuple[Backend, ...]] = {}
     for chain, items in specs.items():
         var = "SIDECAR_BACKENDS" if chain == "default" and settings.backends else "SIDECAR_CONFIG"
-        chains[chain] = tuple(_backend(var, name, prefix, backends, env) for name, prefix in items)
+        chains[chain] = tuple(
+            _backend(var, name, prefix, backends, env, kinds) for name, prefix in items
+        )
     return Config(
         settings=settings, chains=chains, backends=backends, warnings=_unknown(env, backends)
     )
@@ -253,7 +257,12 @@ def _yaml_item(chain: str, item: Any) -> tuple[str, str]:
 
 
 def _backend(
-    var: str, name: str, prefix: str, known: dict[str, Backend], env: Mapping[str, str]
+    var: str,
+    name: str,
+    prefix: str,
+    known: dict[str, Backend],
+    env: Mapping[str, str],
+    kinds: KindRules | None,
 ) -> Backend:
     """`var` is the chain setting that named the backend: the one to fix if it conflicts."""
     if name in known:
@@ -272,31 +281,19 @@ def _backend(
         model_map=_model_map(prefix, s.model_map),
         headers=_headers(prefix, s.headers),
     )
-    _check_backend(backend, env)
+    _check_backend(backend)
+    if kinds is not None:
+        backend = kinds(backend, env)
     known[name] = backend
     return backend
 
 
-def _check_backend(b: Backend, env: Mapping[str, str]) -> None:
+def _check_backend(b: Backend) -> None:
     s, p = b.settings, b.prefix
     if s.base_url is not None:
         _check_url(f"{p}BASE_URL", s.base_url)
     if s.endpoint_url is not None:
         _check_url(f"{p}ENDPOINT_URL", s.endpoint_url)
-    if s.kind == "azure" and not s.base_url:
-        raise ConfigError(f"{p}BASE_URL", "required for kind azure (https://NAME.openai.azure.com)")
-    if s.kind == "azure" and s.api_version and not s.deployment:
-        raise ConfigError(f"{p}DEPLOYMENT", "required for kind azure when API_VERSION is set")
-    if s.kind in ("azure", "anthropic") and not s.api_key:
-        raise ConfigError(f"{p}API_KEY", f"required for kind {s.kind}")
-    region = s.region or s.endpoint_url or s.aws_profile
-    region_env = any(v in env for v in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"))
-    if s.kind == "bedrock" and not region and not region_env:
-        raise ConfigError(f"{p}REGION", "required for kind bedrock (or AWS_REGION)")
-    if s.kind == "openai" and not s.api_key and b.base_url == DEFAULT_BASE_URLS["openai"]:
-        raise ConfigError(
-            f"{p}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"
-        )
 
 
 def _check_url(var: str, url: str) -> None:
@@ -347,7 +344,7 @@ def _headers(prefix: str, value: str | None) -> dict[str, str]:
         )
     credentials = sorted(k for k in parsed if k.lower() in _CREDENTIAL_HEADERS)
     if credentials:
-        # Exactly one credential per upstream request, and it comes from API_KEY (CONTRACT §11).
+        # Exactly one credential per upstream request, and it comes from API_KEY (README "Kinds").
         raise ConfigError(f"{prefix}HEADERS", f"may not set {credentials[0]}: use {prefix}API_KEY")
     return parsed
 

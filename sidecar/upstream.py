@@ -1,4 +1,6 @@
-"""The only network code toward backends. aiohttp's exceptions become `UpstreamError` here.
+"""The transport toward backends: `Upstream`, and the HTTP one. aiohttp's exceptions become
+`UpstreamError` here (Bedrock's transport, `sidecar.upstream_bedrock`, maps botocore's likewise).
+Anything with `send` and `close` is an `Upstream`: tests hand `create_app` a fake one.
 
 One pooled `ClientSession` per backend (its `MAX_CONNECTIONS` is a per-backend pool). Redirects are
 never followed. Deadlines (first token, response, stream idle, the chain's budget) are the chain's
@@ -7,7 +9,7 @@ and the relay's business: they wrap these calls in `asyncio.timeout`.
 
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -58,7 +60,34 @@ class Tails:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class UpstreamResponse:
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    @property
+    def content_type(self) -> str: ...
+
+    async def read(self) -> bytes:
+        """The whole body; `UpstreamError` if it is cut."""
+
+    async def chunk(self) -> Any:
+        """The next part of the body as it arrives (bytes, or a decoded event); b"" at a clean
+        end; `UpstreamError` if it is cut."""
+
+    def close(self) -> None:
+        """Drop the connection: the upstream sees the cancel at once."""
+
+    def finish(self) -> None:
+        """The answer is complete: keep the connection for the next request."""
+
+
+class Upstream(Protocol):
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpResponse:
     __slots__ = ("_resp", "_tails", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse, tails: Tails | None = None) -> None:
@@ -115,7 +144,7 @@ async def _read_tail(resp: aiohttp.ClientResponse) -> None:
         resp.close()  # a no-op once released; otherwise the connection is dropped
 
 
-class Upstream:
+class HttpUpstream:
     """The connection pool and sender for one backend."""
 
     def __init__(self, backend: Backend) -> None:
@@ -148,7 +177,7 @@ class Upstream:
             raise UpstreamError(
                 FailureClass.INVALID_RESPONSE, f"bad response: {e.message}"
             ) from None
-        return UpstreamResponse(resp, self._tails)
+        return HttpResponse(resp, self._tails)
 
     async def close(self) -> None:
         await self._tails.cancel()

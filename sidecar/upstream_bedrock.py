@@ -28,7 +28,7 @@ from sidecar.call import UpstreamRequest
 from sidecar.dialects.bedrock import Converse
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
-from sidecar.upstream import TAIL_S, Tails, Upstream, UpstreamError, UpstreamResponse
+from sidecar.upstream import TAIL_S, HttpResponse, Tails, UpstreamError
 
 F = FailureClass
 
@@ -41,7 +41,7 @@ _TIMEOUT_CODES = frozenset({"ModelTimeoutException"})
 _TAIL_EVENTS = 16
 
 
-class BedrockResponse(UpstreamResponse):
+class BedrockResponse(HttpResponse):
     __slots__ = ("_body", "_events", "_stream")
 
     def __init__(
@@ -111,7 +111,7 @@ class BedrockResponse(UpstreamResponse):
             self.close()
 
 
-class BedrockUpstream(Upstream):
+class BedrockUpstream:
     """One aiobotocore client per backend, opened on first use, closed with the app."""
 
     def __init__(self, backend: Backend) -> None:
@@ -150,7 +150,7 @@ class BedrockUpstream(Upstream):
             "bedrock-runtime", config=config, **_client_args(s, self._prefix)
         )
 
-    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
+    async def send(self, req: UpstreamRequest) -> BedrockResponse:
         from botocore.exceptions import BotoCoreError, ClientError
 
         call = req.payload

@@ -12,7 +12,7 @@ from fakes.openai_upstream import FakeOpenAI, Script
 from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar, create_app
-from sidecar.settings import load_config
+from sidecar.config import load_config
 
 
 @dataclass

@@ -4,7 +4,8 @@ import pathlib
 
 import pytest
 
-from sidecar.settings import ConfigError, default_prefix, load_config
+from sidecar.config import load_config
+from sidecar.settings import ConfigError, default_prefix
 
 
 @pytest.mark.parametrize(

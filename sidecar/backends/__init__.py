@@ -1,24 +1,23 @@
-"""One module per backend kind: build the upstream request and read its answer (pure)."""
+"""The backend kinds: one module per kind builds the upstream request and reads its answer (pure),
+and exports its `SPEC` (`sidecar.backends.base.KindSpec`). `KINDS` is the one list of them.
 
-from sidecar.backends.base import BackendAdapter
-from sidecar.settings import Backend
+A kind's module is imported only when a backend of that kind is configured: the Anthropic and
+Bedrock translations, and aiobotocore, cost memory and startup time a sidecar without them need
+not pay.
+"""
+
+import importlib
+from typing import Any
+
+KINDS = (
+    "openai",
+    "azure",
+    "anthropic",
+    "bedrock",
+)
 
 
-def adapter_for(backend: Backend) -> BackendAdapter:
-    match backend.settings.kind:
-        case "openai":
-            from sidecar.backends.openai import OpenAIBackend
-
-            return OpenAIBackend(backend)
-        case "azure":
-            from sidecar.backends.azure import AzureBackend
-
-            return AzureBackend(backend)
-        case "anthropic":
-            from sidecar.backends.anthropic import AnthropicBackend
-
-            return AnthropicBackend(backend)
-        case "bedrock":
-            from sidecar.backends.bedrock import BedrockBackend
-
-            return BedrockBackend(backend)
+def spec_of(kind: str) -> Any:
+    """The `KindSpec` of `kind` (typed Any here: this package's root imports nothing of ours, so
+    that `sidecar.config` can reach it without a cycle)."""
+    return importlib.import_module(f"sidecar.backends.{kind}").SPEC

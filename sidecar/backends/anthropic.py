@@ -15,7 +15,14 @@ from typing import Any, Final
 import orjson
 
 from sidecar import headers as h
-from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
+from sidecar.backends.base import (
+    BackendAdapter,
+    InvalidResponse,
+    KindSpec,
+    Untranslatable,
+    json_object_body,
+    require,
+)
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic_request import openai_request_to_anthropic
 from sidecar.dialects.anthropic_response import (
@@ -37,6 +44,7 @@ from sidecar.dialects.pivot import (
 )
 from sidecar.dialects.sse import SSEEvent, json_object
 from sidecar.failure import classify_error_event
+from sidecar.settings import Backend
 
 # Anthropic requires `max_tokens`; OpenAI callers often omit it. 4096 is what most SDKs and
 # proxies default to: long enough for ordinary answers, and within every current model's limit.
@@ -154,3 +162,10 @@ class AnthropicSource(SSESource):
     @property
     def usage(self) -> Usage:
         return Usage(self._tr.prompt_tokens or 0, self._tr.completion_tokens or 0)
+
+
+def _check(b: Backend, env: Mapping[str, str]) -> None:
+    require(b, "API_KEY", "required for kind anthropic")
+
+
+SPEC = KindSpec(AnthropicBackend, default_base_url="https://api.anthropic.com", check=_check)

@@ -5,11 +5,14 @@ replaces the model. v1: `{BASE_URL}/openai/v1/{operation}` with `DEPLOYMENT` (if
 The key goes in `api-key`, which both URL styles accept.
 """
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from sidecar.backends.base import KindSpec, require
 from sidecar.backends.openai import OpenAIBackend
 from sidecar.call import Call, Route
+from sidecar.settings import Backend
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
 
@@ -46,3 +49,13 @@ class AzureBackend(OpenAIBackend):
         if s.deployment and not s.api_version:
             return s.deployment
         return self.model_for(call.model)
+
+
+def _check(b: Backend, env: Mapping[str, str]) -> None:
+    require(b, "BASE_URL", "required for kind azure (https://NAME.openai.azure.com)")
+    if b.settings.api_version:
+        require(b, "DEPLOYMENT", "required for kind azure when API_VERSION is set")
+    require(b, "API_KEY", "required for kind azure")
+
+
+SPEC = KindSpec(AzureBackend, check=_check)

@@ -6,13 +6,15 @@ commit point needs (`StreamStep`).
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
-from sidecar.settings import Backend
+from sidecar.settings import Backend, ConfigError
+from sidecar.upstream import Upstream
 
 
 class InvalidResponse(Exception):
@@ -78,3 +80,27 @@ class BackendAdapter(ABC):
         """The upstream's headers the caller gets (see `sidecar.headers`); with a
         `content-type` when the answer keeps the upstream's own."""
         return {}
+
+
+def _no_check(backend: Backend, env: Mapping[str, str]) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """All a kind is, as the rest of the sidecar sees it; each `backends/<kind>.py` exports one as
+    `SPEC`, and `sidecar.backends.KINDS` lists them."""
+
+    adapter: Callable[[Backend], BackendAdapter]
+    # Where requests go when `{PREFIX}BASE_URL` is not set ("": the setting is required).
+    default_base_url: str = ""
+    # The kind's own settings rules: raise `ConfigError` naming the env var.
+    check: Callable[[Backend, Mapping[str, str]], None] = _no_check
+    # The transport; None for the HTTP one (`sidecar.upstream.HttpUpstream`).
+    upstream: Callable[[Backend], Upstream] | None = None
+
+
+def require(b: Backend, setting: str, why: str) -> None:
+    """`{PREFIX}{SETTING}` must be set, for the reason given."""
+    if not getattr(b.settings, setting.lower()):
+        raise ConfigError(f"{b.prefix}{setting}", why)

@@ -12,12 +12,13 @@ its own). An exception event before content is classified by its name, like the 
 same name (`throttlingException` → `rate_limited`, `modelTimeoutException` → `timeout`, …).
 """
 
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
 import orjson
 
-from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
+from sidecar.backends.base import BackendAdapter, InvalidResponse, KindSpec, Untranslatable
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic_request import anthropic_request_to_openai
 from sidecar.dialects.anthropic_response import (
@@ -44,6 +45,8 @@ from sidecar.dialects.pivot import (
     malformed,
 )
 from sidecar.failure import FailureClass, classify_error_event
+from sidecar.settings import Backend, ConfigError
+from sidecar.upstream import Upstream
 
 JSON = dict[str, Any]
 
@@ -174,3 +177,22 @@ def _exception(name: str, body: Any) -> InBandError:
     cls = classify_error_event({"__type": name})
     envelope = bedrock_error_to_openai(name, str(message or name), status)
     return InBandError(cls, envelope)
+
+
+def _check(b: Backend, env: Mapping[str, str]) -> None:
+    s = b.settings
+    region = s.region or s.endpoint_url or s.aws_profile
+    if not region and not any(
+        v in env for v in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+    ):
+        raise ConfigError(f"{b.prefix}REGION", "required for kind bedrock (or AWS_REGION)")
+
+
+def _upstream(b: Backend) -> Upstream:
+    # aiobotocore loads only when a bedrock backend exists.
+    from sidecar.upstream_bedrock import BedrockUpstream
+
+    return BedrockUpstream(b)
+
+
+SPEC = KindSpec(BedrockBackend, check=_check, upstream=_upstream)

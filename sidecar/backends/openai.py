@@ -15,10 +15,16 @@ from typing import Any
 import orjson
 
 from sidecar.backends import passthrough
-from sidecar.backends.base import BackendAdapter, InvalidResponse, json_object_body
+from sidecar.backends.base import (
+    BackendAdapter,
+    InvalidResponse,
+    KindSpec,
+    json_object_body,
+)
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
 from sidecar.dialects.openai import OpenAIStream, usage_of
 from sidecar.headers import relayed
+from sidecar.settings import Backend, ConfigError
 
 _OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
 _USAGE_FIRST = b'{"stream_options":{"include_usage":true},'
@@ -131,3 +137,16 @@ class OpenAIBackend(BackendAdapter):
         if call.route is Route.PASSTHROUGH:
             return passthrough.response_headers(headers)
         return relayed(headers, "openai")
+
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _check(b: Backend, env: Mapping[str, str]) -> None:
+    if not b.settings.api_key and b.base_url == DEFAULT_BASE_URL:
+        raise ConfigError(
+            f"{b.prefix}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"
+        )
+
+
+SPEC = KindSpec(OpenAIBackend, default_base_url=DEFAULT_BASE_URL, check=_check)
