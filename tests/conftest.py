@@ -1,3 +1,4 @@
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +33,32 @@ class Running:
         return 0.0 if value is None else value
 
 
-SidecarFactory = Callable[[dict[str, str]], Awaitable[Running]]
+class FakeClock:
+    """Monotonic seconds that move only when a test says so: circuits run on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def wait_until(
+    condition: Callable[[], bool], within_s: float = 5.0, what: str = "condition"
+) -> None:
+    """Polls `condition`; fails the test (rather than hanging it) once `within_s` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        if loop.time() >= deadline:
+            pytest.fail(f"{what} not met within {within_s} s")
+        await asyncio.sleep(0.005)
+
+
+SidecarFactory = Callable[..., Awaitable[Running]]
 FakeFactory = Callable[..., Awaitable[FakeOpenAI]]
 
 # Twenty words: a stream that breaks `after=3` deltas has committed and still had more to say.
@@ -71,10 +97,11 @@ async def bedrock() -> AsyncIterator[FakeBedrock]:
 async def sidecar() -> AsyncIterator[SidecarFactory]:
     started: list[Sidecar] = []
 
-    async def make(env: dict[str, str]) -> Running:
+    async def make(env: dict[str, str], **wiring: Any) -> Running:
+        """`wiring`: create_app's `clock=` and `upstream=`."""
         full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
         registry, log = CollectorRegistry(), io.BytesIO()
-        app = create_app(load_config(full), registry=registry, log_stream=log)
+        app = create_app(load_config(full), registry=registry, log_stream=log, **wiring)
         started.append(app)
         proxy, admin = await app.start()
         urls = f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}"

@@ -1,4 +1,5 @@
-"""Circuits in the running chain: backends that misbehave for a while, over real loopback HTTP."""
+"""Circuits in the running chain: backends that misbehave for a while, over real loopback HTTP.
+Circuits run on a fake clock: a cooldown passes when the test advances it, never by sleeping."""
 
 import asyncio
 import email.utils
@@ -11,12 +12,21 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Answer, FakeFactory, Running, SidecarFactory, chain_env, chat, post
+from conftest import (
+    Answer,
+    FakeClock,
+    FakeFactory,
+    Running,
+    SidecarFactory,
+    chain_env,
+    chat,
+    post,
+)
 from fakes.openai_upstream import FakeOpenAI, Script, Seen
 from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar, create_app
-from sidecar.settings import load_config
+from sidecar.config import load_config
 
 FAST = {
     "SIDECAR_CIRCUIT_FAILURES": "2",
@@ -34,7 +44,8 @@ async def test_dead_primary_is_skipped_then_probed_then_used_again(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await fake(Script(status=503)), await fake()
-    sc = await sidecar(chain_env(a, b, **FAST))
+    clock = FakeClock()
+    sc = await sidecar(chain_env(a, b, **FAST), clock=clock)
     for _ in range(2):
         assert (await post(http, sc.url, chat())).headers["x-sidecar-failures"] == "b0=overloaded"
     skipped = await post(http, sc.url, chat())
@@ -49,14 +60,14 @@ async def test_dead_primary_is_skipped_then_probed_then_used_again(
     )
     assert len(a.seen) == 2
 
-    await asyncio.sleep(0.4)  # cooldown 0.3 × at most 1.2
+    clock.advance(0.4)  # cooldown 0.3 × at most 1.2
     probe = await post(http, sc.url, chat())
     assert probe.headers["x-sidecar-failures"] == "b0=overloaded"  # the probe failed: open again
     assert len(a.seen) == 3
     assert circuit_of(sc, "b0")["circuit"] == "open"
 
     a.default = Script()  # the primary recovers
-    await asyncio.sleep(0.75)  # doubled cooldown 0.6 × at most 1.2
+    clock.advance(0.75)  # doubled cooldown 0.6 × at most 1.2
     back = await post(http, sc.url, chat())
     assert back.headers["x-sidecar-backend"] == "b0"
     assert "x-sidecar-failures" not in back.headers
@@ -68,7 +79,8 @@ async def test_circuit_state_is_live_in_the_gauge_and_status(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await fake(Script(status=503)), await fake()
-    sc = await sidecar(chain_env(a, b, **FAST))
+    clock = FakeClock()
+    sc = await sidecar(chain_env(a, b, **FAST), clock=clock)
     for _ in range(2):
         await post(http, sc.url, chat())
     async with http.get(sc.admin + "/metrics") as r:
@@ -76,7 +88,7 @@ async def test_circuit_state_is_live_in_the_gauge_and_status(
     c = circuit_of(sc, "b0")
     assert 0 < float(c["cooldown_remaining_s"]) <= 0.36  # type: ignore[arg-type]
     assert c["consecutive_failures"] == 2
-    await asyncio.sleep(0.4)
+    clock.advance(0.4)
     async with http.get(sc.admin + "/metrics") as r:
         assert 'llm_sidecar_backend_circuit_state{backend="b0"} 2.0' in await r.text()
     assert circuit_of(sc, "b0")["circuit"] == "half_open"
@@ -167,11 +179,12 @@ async def test_half_open_lets_exactly_one_probe_through_under_20_concurrent_requ
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await fake(Script(status=503)), await fake()
-    sc = await sidecar(chain_env(a, b, **FAST))
+    clock = FakeClock()
+    sc = await sidecar(chain_env(a, b, **FAST), clock=clock)
     for _ in range(2):
         await post(http, sc.url, chat())
     a.default = Script(delay_s=0.3)
-    await asyncio.sleep(0.4)
+    clock.advance(0.4)
     answers = await asyncio.gather(*(post(http, sc.url, chat()) for _ in range(20)))
     assert len(a.seen) == 3  # 2 opening failures + exactly one probe
     served = [r.headers["x-sidecar-backend"] for r in answers]
@@ -222,7 +235,7 @@ async def test_all_skipped_is_503_even_when_some_backends_cannot_take_the_reques
     assert r.headers["retry-after"] in ("3", "2")
 
 
-class FakeClock:
+class ScenarioClock:
     """The circuits' clock: `t` seconds into the scenario."""
 
     def __init__(self) -> None:
@@ -236,7 +249,7 @@ class Outage(FakeOpenAI):
     """A primary that answers 503 until `recovers_at` on the fake clock, then is healthy; from
     `hangs_from` on, a request during the outage hangs until `gate` is set (then gets its 503)."""
 
-    def __init__(self, clock: FakeClock, recovers_at: float, hangs_from: float | None) -> None:
+    def __init__(self, clock: ScenarioClock, recovers_at: float, hangs_from: float | None) -> None:
         super().__init__()
         self.clock, self.recovers_at, self.hangs_from = clock, recovers_at, hangs_from
         self.gate = asyncio.Event()
@@ -263,14 +276,14 @@ class Step:
     cooldown_s: float
 
 
-ClockedFactory = Callable[[dict[str, str], FakeClock, float], Awaitable[Running]]
+ClockedFactory = Callable[[dict[str, str], ScenarioClock, float], Awaitable[Running]]
 
 
 @pytest.fixture
 async def clocked() -> AsyncIterator[ClockedFactory]:
     started: list[Sidecar] = []
 
-    async def make(env: dict[str, str], clock: FakeClock, jitter: float) -> Running:
+    async def make(env: dict[str, str], clock: ScenarioClock, jitter: float) -> Running:
         full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
         registry, log = CollectorRegistry(), io.BytesIO()
         app = create_app(
@@ -286,7 +299,7 @@ async def clocked() -> AsyncIterator[ClockedFactory]:
 
 
 async def play_outage(
-    http: aiohttp.ClientSession, sc: Running, primary: Outage, clock: FakeClock
+    http: aiohttp.ClientSession, sc: Running, primary: Outage, clock: ScenarioClock
 ) -> tuple[list[Step], list[Answer]]:
     """A streaming request every 4 s of fake time, t = 0 … 100, each watched in /status and
     /metrics; then the hanging requests are let go and every answer collected."""
@@ -348,7 +361,7 @@ def first_use_after(steps: list[Step], recovery: float) -> float:
 async def test_60_s_outage_every_request_answered_and_the_primary_back_within_30_s(
     fake: FakeFactory, clocked: ClockedFactory, http: aiohttp.ClientSession
 ) -> None:
-    clock = FakeClock()
+    clock = ScenarioClock()
     primary = await Outage(clock, recovers_at=60, hangs_from=None).start()
     try:
         sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, 1.0)
@@ -376,7 +389,7 @@ async def test_60_s_outage_every_request_answered_and_the_primary_back_within_30
 async def test_60_s_outage_with_a_hanging_probe_the_primary_is_back_within_30_s(
     fake: FakeFactory, clocked: ClockedFactory, http: aiohttp.ClientSession
 ) -> None:
-    clock = FakeClock()
+    clock = ScenarioClock()
     primary = await Outage(clock, recovers_at=60, hangs_from=40).start()
     try:
         sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, 1.0)
@@ -412,7 +425,7 @@ async def test_60_s_outage_at_either_end_of_the_jitter_the_primary_is_back_withi
     hangs_from: float | None,
     jitter: float,
 ) -> None:
-    clock = FakeClock()
+    clock = ScenarioClock()
     primary = await Outage(clock, recovers_at=60, hangs_from=hangs_from).start()
     try:
         sc = await clocked(chain_env(primary, await fake(), **OUTAGE_ENV), clock, jitter)
