@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 
 from sidecar.circuit import Circuit, CircuitState, retry_after_header, soonest_reopening
-from sidecar.settings import load_config
+from sidecar.config import load_config
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
