@@ -4,22 +4,12 @@ import random
 from collections.abc import Callable
 
 import pytest
+from conftest import FakeClock
 
 from sidecar.circuit import Circuit, CircuitState, retry_after_header, soonest_reopening
 from sidecar.config import load_config
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
