@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the proxy in front of embedded fake providers")
     demo.add_argument("--traffic", action="store_true", help="send requests, show a live table")
     demo.add_argument("--requests", type=int, default=0, help="with --traffic: stop after N")
+    demo.add_argument("--port", type=int, default=8700, help="proxy port (default 8700)")
+    demo.add_argument("--admin-port", type=int, default=8701, help="admin port (default 8701)")
     args = parser.parse_args(argv)
     match args.command:
         case "serve":
@@ -38,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         case "demo":
             from sidecar.demo import run_demo
 
-            return run_demo(traffic=args.traffic, requests=args.requests)
+            return run_demo(
+                traffic=args.traffic,
+                requests=args.requests,
+                port=args.port,
+                admin_port=args.admin_port,
+            )
     return EXIT_RUNTIME
 
 

@@ -4,8 +4,9 @@ The fakes: `flaky`, an OpenAI-compatible primary that fails on a fixed schedule 
 Retry-After, 503, a response slower than its timeout, a stream cut mid-answer, a 500); `claude`,
 an Anthropic Messages secondary (kind `anthropic`, so every fallback to it is translated) that is
 overloaded (529) every other time; and `healthy`, an OpenAI-compatible third. The proxy is
-configured through the same environment mechanism as `serve` (the demo only supplies defaults;
-`SIDECAR_PORT` etc. still apply).
+configured through the same mechanism as `serve`, from an environment the demo builds itself: a
+shell with real provider settings exported must never send demo traffic to a real provider (the
+banner names what it ignored). Only the ports come from the command line.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from sidecar.config import load_config
 from sidecar.failure import FailureClass
-from sidecar.settings import ConfigError
+from sidecar.settings import ConfigError, default_prefix
 
 # What the flaky primary does with its n-th request, cycling.
 FLAKY_SCHEDULE = ("ok", "429", "ok", "503", "slow", "ok", "cut", "ok", "500", "ok")
@@ -230,25 +231,54 @@ def demo_env(flaky_url: str, claude_url: str, healthy_url: str) -> dict[str, str
     }
 
 
-def run_demo(*, traffic: bool, requests: int = 0) -> int:
+def ignored_settings(environ: Mapping[str, str]) -> list[str]:
+    """Names (never values) of inherited variables the demo ignores: every `SIDECAR_*`, and
+    those of the backends an inherited `SIDECAR_BACKENDS` names or the demo's own use."""
+    backends = environ.get("SIDECAR_BACKENDS", "")
+    prefixes = {"FLAKY_", "CLAUDE_", "HEALTHY_"}
+    for item in backends.split(","):
+        name, sep, prefix = item.partition("=")
+        if sep and prefix.strip():
+            prefixes.add(prefix.strip().upper())
+        elif name.strip():
+            prefixes.add(default_prefix(name.strip()))
+    ours = ("SIDECAR_", *prefixes)
+    return sorted(k for k in environ if k.upper().startswith(ours))
+
+
+def run_demo(*, traffic: bool, requests: int = 0, port: int = 8700, admin_port: int = 8701) -> int:
     try:
-        return asyncio.run(_demo(traffic, requests))
+        return asyncio.run(_demo(traffic, requests, port, admin_port))
     except KeyboardInterrupt:
         return 0
 
 
-async def _demo(traffic: bool, requests: int) -> int:
-    from sidecar.app import create_app
-    from sidecar.logs import configure
-    from sidecar.redact import Redactor
-
+async def _demo(traffic: bool, requests: int, port: int, admin_port: int) -> int:
     fakes: list[FakeProvider | FakeClaude] = [
         FakeProvider("flaky", FLAKY_SCHEDULE),
         FakeClaude(CLAUDE_SCHEDULE),
         FakeProvider("healthy"),
     ]
-    urls = [await f.start() for f in fakes]
-    env = {**demo_env(*urls), **os.environ}
+    try:
+        urls = [await f.start() for f in fakes]
+        # The demo's own settings only: never {**demo_env, **os.environ}, which would send the
+        # demo's traffic, with a real key, to whatever provider the shell has configured.
+        env = {
+            **demo_env(*urls),
+            "SIDECAR_PORT": str(port),
+            "SIDECAR_ADMIN_PORT": str(admin_port),
+        }
+        return await _serve_demo(env, traffic, requests, ignored_settings(os.environ))
+    finally:
+        for f in fakes:
+            await f.runner.cleanup()
+
+
+async def _serve_demo(env: dict[str, str], traffic: bool, requests: int, ignored: list[str]) -> int:
+    from sidecar.app import create_app
+    from sidecar.logs import configure
+    from sidecar.redact import Redactor
+
     try:
         config = load_config(env)
     except ConfigError as e:
@@ -257,34 +287,39 @@ async def _demo(traffic: bool, requests: int) -> int:
     configure(config.settings.log_level, config.settings.log_format, Redactor(config.secrets()))
     sidecar = create_app(config)
     try:
-        proxy_port, admin_port = await sidecar.start()
-    except OSError as e:
-        print(f"llm-sidecar demo: cannot listen: {e.strerror or e}", file=sys.stderr)
-        return 1
-    url = f"http://{config.settings.host}:{proxy_port}"
-    admin = f"http://{config.settings.admin_host}:{admin_port}"
-    banner = _banner(url, admin, sidecar.status())
-    print(banner, flush=True)
-    try:
+        try:
+            proxy_port, admin_port = await sidecar.start()
+        except OSError as e:
+            print(
+                f"llm-sidecar demo: cannot listen: {e.strerror or e} "
+                "(choose other ports with --port and --admin-port)",
+                file=sys.stderr,
+            )
+            return 1
+        url = f"http://{config.settings.host}:{proxy_port}"
+        admin = f"http://{config.settings.admin_host}:{admin_port}"
+        banner = _banner(url, admin, sidecar.status(), ignored)
+        print(banner, flush=True)
         if traffic:
             await _traffic(url, sidecar, requests, banner)
         else:
             await asyncio.Event().wait()
     finally:
         await sidecar.stop()
-        for f in fakes:
-            await f.runner.cleanup()
     return 0
 
 
-def _banner(url: str, admin: str, status: dict[str, Any]) -> str:
+def _banner(url: str, admin: str, status: dict[str, Any], ignored: list[str]) -> str:
     chains = status["chains"]
     assert isinstance(chains, dict)
     chain = " → ".join(chains.get("default", []))
+    found = ", ".join(ignored) if ignored else "none found"
     return f"""llm-sidecar demo
   proxy  {url}/v1   (chain default: {chain}; `flaky` fails on a schedule,
          `claude` speaks Anthropic and is overloaded every other time)
   admin  {admin}/metrics  {admin}/status
+  config the demo's own, fakes on loopback only: no real provider is ever called.
+         Ignored from your shell ({len(ignored)}): {found}
 
 Try it:
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
