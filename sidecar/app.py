@@ -11,8 +11,8 @@ streams still open then end with a terminal error event.
 import asyncio
 import sys
 import time
-from collections.abc import Callable
-from typing import BinaryIO
+from collections.abc import Awaitable, Callable
+from typing import BinaryIO, cast
 
 import orjson
 from aiohttp import web
@@ -23,14 +23,17 @@ from sidecar import __version__
 from sidecar.chain import FallbackChain, Member
 from sidecar.circuit import Circuit, CircuitState, uniform_jitter
 from sidecar.config import spec
+from sidecar.dialects import openai
+from sidecar.listener import Server
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.redact import Redactor
-from sidecar.routes import Proxy
+from sidecar.routes import Proxy, quoted
 from sidecar.settings import Backend, Config
 from sidecar.upstream import HttpUpstream, Upstream
 
 _STREAM_ABORT_WAIT_S = 1.0
+AdminHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 UpstreamFactory = Callable[[Backend], Upstream]
 
@@ -70,7 +73,7 @@ class Sidecar:
         stream = log_stream if log_stream is not None else sys.stderr.buffer
         self.access_log = AccessLog(stream, s.log_level, s.log_format, self.redactor)
         self.proxy = Proxy(config, self.chains, self.metrics, self.access_log)
-        self.admin_app = self._admin_app()
+        self.admin_routes = self._admin_routes()
         self._runners: list[web.BaseRunner] = []
         self._proxy_site: web.TCPSite | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -103,38 +106,49 @@ class Sidecar:
         # aiohttp arms its keep-alive timer when a connection opens and closes the connection
         # if no complete request head arrived by then: one setting bounds idle keep-alive
         # connections and slow headers (slowloris) alike.
-        return web.Server(
+        return Server(
             self.proxy.handle,
             handler_cancellation=True,
             keepalive_timeout=self.config.settings.idle_timeout_s,
             access_log=None,
         )
 
-    def _admin_app(self) -> web.Application:
-        app = web.Application()
+    def _admin_routes(self) -> dict[str, AdminHandler]:
         exposition = make_aiohttp_handler(self.registry)
 
-        async def metrics(request: web.Request) -> web.StreamResponse:
+        async def metrics(request: web.BaseRequest) -> web.StreamResponse:
             # An open circuit turns half-open by the clock, not by an event: read it now.
             for name, m in self.members.items():
                 self.metrics.circuit.labels(name).set(int(m.circuit.state))
-            return await exposition(request)
+            # It reads only the query and the headers, which every request has.
+            return await exposition(cast(web.Request, request))
 
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/livez", self._livez)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/status", self._status)
-        return app
+        return {
+            "/metrics": metrics,
+            "/livez": self._livez,
+            "/readyz": self._readyz,
+            "/status": self._status,
+        }
 
-    async def _livez(self, request: web.Request) -> web.Response:
+    async def _admin(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Four GET routes, and JSON for anything else, as on the proxy port."""
+        handler = self.admin_routes.get(request.path)
+        if handler is None:
+            return _admin_error(404, f"no admin route {quoted(request.path)}", "not_found", {})
+        if request.method not in ("GET", "HEAD"):
+            message = f"{quoted(request.method)} is not allowed on {request.path}"
+            return _admin_error(405, message, "method_not_allowed", {"allow": "GET, HEAD"})
+        return await handler(request)
+
+    async def _livez(self, request: web.BaseRequest) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    async def _readyz(self, request: web.BaseRequest) -> web.Response:
         if self.proxy.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: web.BaseRequest) -> web.Response:
         body = orjson.dumps(self.status())
         return web.Response(body=body, content_type="application/json")
 
@@ -167,7 +181,8 @@ class Sidecar:
 
     async def start(self) -> tuple[int, int]:
         s = self.config.settings
-        admin = web.AppRunner(self.admin_app, access_log=None, shutdown_timeout=0.25)
+        admin_server = Server(self._admin, access_log=None)
+        admin = web.ServerRunner(admin_server, shutdown_timeout=0.25)
         self._proxy_server = self._make_proxy_server()
         # Everything has been drained by the time the runners are cleaned up.
         proxy = web.ServerRunner(self._proxy_server, shutdown_timeout=0.25)
@@ -210,6 +225,11 @@ class Sidecar:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
+
+
+def _admin_error(status: int, message: str, code: str, headers: dict[str, str]) -> web.Response:
+    body = openai.error_body(message, status=status, code=code)
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 def create_app(

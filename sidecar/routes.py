@@ -41,6 +41,15 @@ ROUTES: dict[str, tuple[Route, str, Dialect]] = {
 _NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_QUOTED_MAX = 64
+
+
+def quoted(value: str) -> str:
+    """A caller's value as an error message may quote it: escaped to printable ASCII (control
+    characters and the lone surrogates of non-UTF-8 bytes included) and capped."""
+    if len(value) <= _QUOTED_MAX:
+        return ascii(value)
+    return f"{value[:_QUOTED_MAX]!a}... ({len(value)} characters)"
 
 
 class Rejected(Exception):
@@ -145,10 +154,11 @@ class Proxy:
         self._authorize(request)
         route = inbound.route
         if route is Route.OTHER:
-            raise Rejected(404, f"unknown route {request.path}", "not_found")
+            raise Rejected(404, f"unknown route {quoted(request.path)}", "not_found")
         spec = ROUTES.get(request.path)
         if spec is not None and request.method != spec[1]:
-            raise Rejected(405, f"{request.method} is not allowed on {request.path}", "method")
+            message = f"{quoted(request.method)} is not allowed on {request.path}"
+            raise Rejected(405, message, "method", {"allow": spec[1]})
         if route is Route.MODELS:
             inbound.chain = "none"
             return _json(200, {"object": "list", "data": self._models}, request_id)
@@ -239,13 +249,16 @@ class Proxy:
         named = request.headers.get("x-sidecar-chain")
         if named is not None:
             if named not in self.chains:
-                raise Rejected(400, f"unknown chain {named!r} in x-sidecar-chain", "unknown_chain")
+                message = f"unknown chain {quoted(named)} in x-sidecar-chain"
+                raise Rejected(400, message, "unknown_chain")
             return named
         if model is not None and model in self.chains:
             return model
         if "default" in self.chains:
             return "default"
-        raise Rejected(400, f"no chain named {model!r} and no default chain", "unknown_chain")
+        what = "no model" if model is None else f"no chain named {quoted(model)}"
+        message = f"{what} and no default chain"
+        raise Rejected(400, message, "unknown_chain")
 
     def _observe(self, inbound: Inbound, status: int, elapsed: float) -> None:
         route = inbound.route.value

@@ -80,6 +80,26 @@ async def test_probes_and_status(
     assert "127.0.0.1" not in str(status)
 
 
+async def test_admin_port_answers_unknown_routes_and_wrong_methods_in_json(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain_env(await fake()))
+    async with http.get(sc.admin + "/nope") as r:
+        assert r.status == 404
+        assert r.content_type == "application/json"
+        assert set((await r.json())["error"]) == {"message", "type", "param", "code"}
+    async with http.post(sc.admin + "/metrics") as r:
+        assert r.status == 405
+        assert r.content_type == "application/json"
+        assert r.headers["allow"] == "GET, HEAD"
+        assert "error" in await r.json()
+    async with http.head(sc.admin + "/livez") as r:
+        assert r.status == 200
+    async with http.get(sc.admin + "/metrics", headers={"accept-encoding": "gzip"}) as r:
+        assert r.status == 200
+        assert r.headers["content-encoding"] == "gzip"
+
+
 async def test_readiness_never_depends_on_backend_health(
     sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:

@@ -1,8 +1,10 @@
 """Inbound hygiene: errors the sidecar writes itself, chain selection, headers, pass-through."""
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -57,7 +59,11 @@ async def test_unknown_route_is_404_json_and_wrong_method_is_405(
         assert "error" in await r.json()
     async with http.get(sc.url + "/v1/chat/completions") as r:
         assert r.status == 405
+        assert r.headers["allow"] == "POST"
         assert "error" in await r.json()
+    async with http.post(sc.url + "/v1/models") as r:
+        assert r.status == 405
+        assert r.headers["allow"] == "GET"
     assert sc.metric("llm_sidecar_requests_total", route="other", chain="none", status="404") == 1
     assert (
         sc.metric(
@@ -485,3 +491,50 @@ async def test_headers_the_upstream_names_in_connection_never_reach_the_caller(
         assert r.status == 200
         assert "x-ratelimit-remaining-requests" not in r.headers
         assert r.headers["x-ratelimit-limit-requests"] == "10"
+
+
+@pytest.mark.parametrize(
+    "chain",
+    ["x" * 5000, "caf\udcff-bytes", "a\tb", "\u202eevil"],
+    ids=["5000 characters", "non-UTF-8 bytes", "tab", "bidi override"],
+)
+async def test_unknown_chain_400_quotes_the_name_capped_and_escaped(
+    fake: FakeFactory, sidecar: SidecarFactory, chain: str
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a))
+    port = int(sc.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"model":"m","messages":[]}'
+    # Raw bytes: a client library would refuse to send some of these headers.
+    name = chain.encode("utf-8", "surrogateescape")
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"x-sidecar-chain: " + name + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, raw = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    message = json.loads(raw)["error"]["message"]
+    assert message.startswith("unknown chain ")
+    assert len(message) < 200
+    assert message.isascii() and message.isprintable()
+    assert a.seen == []
+
+
+async def test_no_chain_for_a_long_model_quotes_it_capped(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    a = await fake()
+    chains = tmp_path / "chains.yaml"
+    chains.write_text("fallback_chains:\n  only:\n    - {name: b0, env_prefix: B0_}\n")
+    env = chain_env(a, SIDECAR_CONFIG=str(chains))
+    del env["SIDECAR_BACKENDS"]
+    sc = await sidecar(env)
+    r = await post(http, sc.url, chat(model="m" * 5000))
+    assert r.status == 400
+    assert len(r.json["error"]["message"]) < 200
+    assert "5000 characters" in r.json["error"]["message"]
