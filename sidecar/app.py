@@ -211,9 +211,7 @@ class Sidecar:
         grace = max(s.shutdown_grace_s - _STREAM_ABORT_WAIT_S, s.shutdown_grace_s / 2)
         if await self.proxy.idle(grace):
             return
-        self.proxy.aborting = True
-        for relay in list(self.proxy.streams):
-            relay.abort()
+        self.proxy.abort()
         await self.proxy.idle(s.shutdown_grace_s - grace)
 
     async def stop(self) -> None:

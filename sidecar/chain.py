@@ -70,6 +70,8 @@ class AttemptRecord:
     ms: float
     # False for a skip (unsupported, circuit open): nothing was sent.
     sent: bool = True
+    # Sent, then ended by the caller leaving or the drain before it had a result.
+    cancelled: bool = False
 
 
 @dataclass(slots=True)
@@ -141,10 +143,12 @@ class FallbackChain:
         self._series = [metrics.series(name, m.name) for m in self.members]
         self._exhausted = metrics.exhausted.labels(name)
 
-    async def forward(self, call: Call) -> Outcome:
+    async def forward(self, call: Call, trail: list[AttemptRecord] | None = None) -> Outcome:
+        """`trail`, when given, is filled as the chain goes: a request cancelled half-way still
+        knows every attempt it made."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.request_timeout_s
-        trail: list[AttemptRecord] = []
+        trail = [] if trail is None else trail
         last: Failure | None = None
         untranslatable: Untranslatable | None = None
         for member, series in zip(self.members, self._series, strict=True):
@@ -306,6 +310,10 @@ class FallbackChain:
             result = Failure(F.TIMEOUT, f"{what} timeout", budget_spent=limit < own)
         except UpstreamError as e:
             result = Failure(before_commit(e.cls), e.detail)
+        except asyncio.CancelledError:
+            ms = (loop.time() - start) * 1000
+            a.trail.append(AttemptRecord(a.member.name, None, None, ms, cancelled=True))
+            raise
         ms = (loop.time() - start) * 1000
         a.series.attempt_seconds.observe(ms / 1000)
         if isinstance(result, Failure):

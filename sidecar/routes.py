@@ -61,6 +61,11 @@ class Rejected(Exception):
         self.headers = dict(headers)
 
 
+_SHUTTING_DOWN = Rejected(
+    503, "the sidecar is shutting down; retry on another instance", "shutting_down"
+)
+
+
 @dataclass(slots=True)
 class Inbound:
     route: Route
@@ -70,6 +75,8 @@ class Inbound:
     outcome: Outcome | None = None
     relay: StreamRelay | None = None
     recovery: Recovery | None = None
+    # The drain ended it before it had an answer: it gets a 503, not a closed connection.
+    shut_down: bool = False
 
 
 class Proxy:
@@ -89,6 +96,8 @@ class Proxy:
         self.draining = False
         self.aborting = False
         self.streams: set[StreamRelay] = set()
+        # Every request's task until it has its answer; a stream's relay ends it at shutdown.
+        self._waiting: dict[asyncio.Task[Any], Inbound] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         # Read at scrape time: nothing to update on the request path.
@@ -109,6 +118,17 @@ class Proxy:
             return False
         return True
 
+    def abort(self) -> None:
+        """The end of the grace: open streams get their terminal error event, requests still
+        waiting for an answer a 503 in their caller's dialect."""
+        self.aborting = True
+        for relay in list(self.streams):
+            relay.abort()
+        for task, inbound in list(self._waiting.items()):
+            if inbound.relay is None:
+                inbound.shut_down = True
+                task.cancel()
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = _request_id(request)
@@ -116,6 +136,9 @@ class Proxy:
         status = 499
         self.inflight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting[task] = inbound
         try:
             resp = await self._serve(request, request_id, inbound)
             status = resp.status
@@ -130,12 +153,19 @@ class Proxy:
             internal = Rejected(500, "internal error", "internal_error")
             return _rejection(internal, inbound.dialect, request_id)
         except asyncio.CancelledError:
+            if inbound.shut_down and task is not None and not task.uncancel():
+                status = 503
+                resp = _rejection(_SHUTTING_DOWN, inbound.dialect, request_id)
+                resp.force_close()
+                return resp
             if not self.draining:  # at shutdown the server itself cancels what is left
                 self.metrics.disconnects.labels(inbound.route.value).inc()
             if inbound.outcome is not None and inbound.outcome.stream is not None:
                 status = 200  # the stream had started: that is what the caller got
             raise
         finally:
+            if task is not None:
+                self._waiting.pop(task, None)
             self.inflight -= 1
             if not self.inflight:
                 self._idle.set()
@@ -165,7 +195,8 @@ class Proxy:
         raw = await self._body(request)
         call = self._call(request, request_id, inbound, raw)
         chain = self.chains[call.chain]
-        outcome = inbound.outcome = await chain.forward(call)
+        inbound.outcome = Outcome(chain.name)
+        outcome = inbound.outcome = await chain.forward(call, inbound.outcome.attempts)
         headers = {"x-request-id": request_id, **outcome.headers()}
         if outcome.stream is not None:
             recovery = inbound.recovery = Recovery(chain, call)
@@ -346,6 +377,13 @@ def _rejection(e: Rejected, dialect: Dialect, request_id: str) -> web.Response:
     return resp
 
 
+def _attempt(a: AttemptRecord) -> dict[str, Any]:
+    fields = {"backend": a.backend, "class": a.cls, "status": a.status, "ms": round(a.ms, 1)}
+    if a.cancelled:
+        fields["cancelled"] = True
+    return fields
+
+
 def _fields(
     request: web.BaseRequest,
     request_id: str,
@@ -357,11 +395,9 @@ def _fields(
     attempts = []
     served_by = None
     if outcome is not None:
-        attempts = [
-            {"backend": a.backend, "class": a.cls, "status": a.status, "ms": round(a.ms, 1)}
-            for a in _attempts(outcome, inbound.recovery)
-        ]
-        served_by = outcome.backend
+        attempts = [_attempt(a) for a in _attempts(outcome, inbound.recovery)]
+        if outcome.reply is not None or outcome.stream is not None:
+            served_by = outcome.backend
     return {
         "request_id": request_id,
         "method": request.method,

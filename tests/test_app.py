@@ -1,6 +1,7 @@
 """The admin port and the process lifecycle: metrics at zero, probes, /status, SIGTERM drain."""
 
 import asyncio
+import json
 import os
 import pathlib
 import signal
@@ -224,6 +225,39 @@ async def test_stream_longer_than_the_grace_ends_with_a_terminal_error_and_bound
     assert "shutting down" in events[-1]["error"]["message"]
     assert code == 0
     assert elapsed < 1.5 + 1.0
+
+
+async def test_answer_still_pending_at_the_end_of_the_grace_gets_a_503_in_its_dialect(
+    fake: FakeFactory,
+) -> None:
+    a = await fake(Script(delay_s=30))
+    proc, url, _ = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_GRACE_S="1.5"))
+    anthropic = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        pending = [
+            asyncio.create_task(post(http, url, chat())),
+            asyncio.create_task(post(http, url, anthropic, path="/v1/messages")),
+        ]
+        while len(a.seen) < 2:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        openai_answer, anthropic_answer = await asyncio.gather(*pending)
+        code = await asyncio.wait_for(proc.wait(), 5)
+        elapsed = time.monotonic() - t0
+    assert openai_answer.status == 503
+    assert "shutting down" in openai_answer.json["error"]["message"]
+    assert anthropic_answer.status == 503
+    assert anthropic_answer.json["type"] == "error"
+    assert anthropic_answer.json["error"]["type"] == "overloaded_error"
+    assert code == 0
+    assert elapsed < 1.5 + 1.0
+    assert proc.stderr is not None
+    lines = [json.loads(x) for x in (await proc.stderr.read()).splitlines() if x.startswith(b"{")]
+    requests = [x for x in lines if x.get("msg") == "request"]
+    assert sorted(x["status"] for x in requests) == [503, 503]
+    for line in requests:
+        assert [(x["backend"], x.get("cancelled")) for x in line["attempts"]] == [("b0", True)]
 
 
 async def test_after_the_delay_kept_alive_connections_are_not_served_either(

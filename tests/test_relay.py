@@ -190,6 +190,29 @@ async def test_client_disconnect_before_commit_cancels_and_starts_no_fallback(
     assert sc.metric("llm_sidecar_requests_total", status="499", **labels) == 1
 
 
+async def test_log_line_keeps_every_attempt_when_the_caller_leaves(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    a, b = await fake(Script(delay_s=5)), await fake(Script(delay_s=5))
+    sc = await sidecar(chain_env(a, b, B0_RESPONSE_TIMEOUT_S="0.2"))
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(session.post(sc.url + "/v1/chat/completions", json=chat()))
+        while not b.seen:
+            await asyncio.sleep(0.01)
+        task.cancel()
+    while sc.app.proxy.inflight:
+        await asyncio.sleep(0.01)
+    (line,) = sc.log_lines()
+    assert line["status"] == 499
+    assert [(x["backend"], x["class"], x.get("cancelled")) for x in line["attempts"]] == [
+        ("b0", "timeout", None),
+        ("b1", None, True),
+    ]
+    assert line["served_by"] is None
+    labels = {"chain": "default", "backend": "b0", "class": "timeout"}
+    assert sc.metric("llm_sidecar_backend_failures_total", **labels) == 1
+
+
 async def test_committed_stream_keeps_going_past_the_request_budget(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
