@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -9,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .paths import DASHBOARD, DEMO_CHART, LIBRARY_CHART, RULES, require_schemas
+from .paths import DASHBOARD, DEMO_CHART, LIBRARY_CHART, REPO, RULES, require_schemas
 from .render import (
     KUBE_VERSIONS,
     LEGACY_KUBE,
@@ -58,7 +59,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "all-monitoring": ALL_MONITORING,
     "chains-only": CHAINS_ONLY,
     "backends-and-chains": {
-        "sidecar": {"chains": {"gpt-4o": [{"name": "openai", "env_prefix": "OPENAI_"}]}}
+        "sidecar": {
+            "chains": {"gpt-4o": [{"name": "openai", "env_prefix": "OPENAI_"}]},
+            "secret": {"env": {"OPENAI_API_KEY": "openai-api-key"}},
+        }
     },
     "forced-legacy": {"sidecar": {"mode": "legacy"}},
     "exposed-pinned": {
@@ -235,13 +239,28 @@ def test_checksum_changes_when_sidecar_config_changes() -> None:
     assert _checksum(_docs({"replicaCount": 3})) == base
 
 
-def test_termination_grace_covers_shutdown_delay_and_drain() -> None:
-    spec = pod_spec(_docs({"sidecar": {"shutdown": {"delaySeconds": 10, "graceSeconds": 40}}}))
-    assert spec["terminationGracePeriodSeconds"] == 55
+def test_termination_grace_adds_the_apps_stop_to_a_native_sidecars() -> None:
+    # 10 + 40 + 5 for the sidecar; the app's own 10 s come first, then the sidecar's stop.
+    shutdown = {"sidecar": {"shutdown": {"delaySeconds": 10, "graceSeconds": 40}}}
+    assert pod_spec(_docs(shutdown))["terminationGracePeriodSeconds"] == 10 + 55
+    slow_app = pod_spec(_docs({"terminationGracePeriodSeconds": 120}))
+    assert slow_app["terminationGracePeriodSeconds"] == 120 + 35
     data = _configmap_data(_docs({"sidecar": {"shutdown": {"delaySeconds": 10}}}))
     assert (data["SIDECAR_SHUTDOWN_DELAY_S"], data["SIDECAR_SHUTDOWN_GRACE_S"]) == ("10", "25")
-    slow_app = pod_spec(_docs({"terminationGracePeriodSeconds": 120}))
+
+
+def test_termination_grace_is_the_larger_need_with_a_legacy_sidecar() -> None:
+    shutdown = {"sidecar": {"shutdown": {"delaySeconds": 10, "graceSeconds": 40}}}
+    assert pod_spec(_docs(shutdown, LEGACY_KUBE))["terminationGracePeriodSeconds"] == 55
+    slow_app = pod_spec(_docs({"terminationGracePeriodSeconds": 120}, LEGACY_KUBE))
     assert slow_app["terminationGracePeriodSeconds"] == 120
+
+
+def test_chart_comments_point_at_files_that_exist() -> None:
+    for path in sorted(DEMO_CHART.parent.rglob("*")):
+        if path.is_file() and path.suffix in (".yaml", ".tpl", ".txt", ".json"):
+            for ref in re.findall(r"[\w./-]+\.md\b", path.read_text()):
+                assert (REPO / ref).is_file() or (path.parent / ref).is_file(), (path, ref)
 
 
 def test_resources_are_requested() -> None:
@@ -358,7 +377,8 @@ def schemaless_app(tmp_path: Path) -> Path:
 
 
 def test_library_needs_only_backends_from_an_app_chart(schemaless_app: Path) -> None:
-    docs = manifests(render(schemaless_app, {"sidecar": {"backends": "primary"}}))
+    keyless = {"backends": "primary", "env": {"PRIMARY_BASE_URL": "http://vllm:8000/v1"}}
+    docs = manifests(render(schemaless_app, {"sidecar": keyless}))
     pod = only(docs, "Pod")
     kubernetes_validate.validate(pod, NATIVE_KUBE, strict=True)
     (sidecar,) = pod["spec"]["initContainers"]
@@ -371,10 +391,45 @@ def test_library_needs_only_backends_from_an_app_chart(schemaless_app: Path) -> 
         ({}, "sidecar.backends"),
         ({"sidecar": {"backends": "p", "env": {"P_API_KEY": "sk"}}}, "is a credential"),
         ({"sidecar": {"backends": "p", "secret": {"env": {"P_API_KEY": "k"}}}}, "secret.name"),
-        ({"sidecar": {"backends": "p", "mode": "maybe"}}, "sidecar.mode"),
+        (
+            {"sidecar": {"backends": "p", "mode": "maybe", "env": {"P_BASE_URL": "http://l/v1"}}},
+            "sidecar.mode",
+        ),
         (
             {"sidecar": {"backends": "p", "chains": {"default": [{"name": "q"}]}}},
             "defines `default`",
+        ),
+        ({"sidecar": {"backends": "primary"}}, "needs PRIMARY_API_KEY"),
+        (
+            {
+                "sidecar": {
+                    "backends": "p",
+                    "env": {"P_BASE_URL": "http://vllm:8000/v1"},
+                    "chains": {"gpt-4o": [{"name": "openai", "env_prefix": "OPENAI_FALLBACK_"}]},
+                }
+            },
+            'chain gpt-4o: backend "openai" .kind openai. needs OPENAI_FALLBACK_API_KEY',
+        ),
+        (
+            {
+                "sidecar": {
+                    "backends": "eu=AZURE_EU_",
+                    "env": {
+                        "AZURE_EU_KIND": "Azure",
+                        "AZURE_EU_BASE_URL": "https://r.openai.azure.com",
+                    },
+                }
+            },
+            "needs AZURE_EU_API_KEY",
+        ),
+        (
+            {
+                "sidecar": {
+                    "chains": {"claude": ["claude-eu"]},
+                    "env": {"CLAUDE_EU_KIND": "anthropic"},
+                }
+            },
+            "needs CLAUDE_EU_API_KEY",
         ),
     ],
 )
@@ -383,6 +438,24 @@ def test_library_refuses_bad_config_without_a_schema(
 ) -> None:
     with pytest.raises(helm_python.HelmRenderError, match=message):
         render(schemaless_app, values)
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        {"backends": "local", "env": {"LOCAL_BASE_URL": "http://vllm:8000/v1"}},
+        {"backends": "aws", "env": {"AWS_KIND": "bedrock", "AWS_REGION": "eu-west-1"}},
+        {
+            "backends": "primary",
+            "secret": {"name": "keys", "env": {"PRIMARY_API_KEY": "primary"}},
+        },
+    ],
+    ids=["keyless openai-compatible", "bedrock", "mapped key"],
+)
+def test_library_renders_backends_whose_kind_needs_no_key_or_has_one(
+    schemaless_app: Path, sidecar: dict[str, Any]
+) -> None:
+    assert only(manifests(render(schemaless_app, {"sidecar": sidecar})), "Pod")
 
 
 def test_packaged_chart_carries_the_linked_files_and_library(tmp_path: Path) -> None:

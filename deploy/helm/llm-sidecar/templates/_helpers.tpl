@@ -78,6 +78,46 @@ after it, and does not keep a Job's pod alive. Beta and on by default from 1.29,
 {{- if and $c.secret.env (not $c.secret.name) -}}
 {{- fail "sidecar.secret.env maps keys of a Secret: set sidecar.secret.name to an existing Secret" -}}
 {{- end -}}
+{{- include "llm-sidecar.validateCredentials" $c -}}
+{{- end -}}
+
+{{/*
+Every backend of every chain whose kind needs an API key (azure, anthropic, openai at
+api.openai.com) must have {PREFIX}API_KEY mapped in secret.env: otherwise the pod renders, then
+crash-loops on `llm-sidecar serve`'s exit code 2. Takes the merged sidecar values.
+*/}}
+{{- define "llm-sidecar.validateCredentials" -}}
+{{- $c := . -}}
+{{- $items := list -}}
+{{- range (splitList "," ($c.backends | default "")) -}}
+{{- if trim . -}}
+{{- $parts := splitList "=" (trim .) -}}
+{{- $name := trim (first $parts) -}}
+{{- $prefix := ternary (trim (last $parts)) "" (gt (len $parts) 1) -}}
+{{- $items = append $items (dict "name" $name "prefix" $prefix "chain" "default (sidecar.backends)") -}}
+{{- end -}}
+{{- end -}}
+{{- range $chain, $list := ($c.chains | default dict) -}}
+{{- range $list -}}
+{{- if kindIs "string" . -}}
+{{- $items = append $items (dict "name" . "prefix" "" "chain" $chain) -}}
+{{- else -}}
+{{- $items = append $items (dict "name" (.name | default "" | toString) "prefix" (.env_prefix | default "" | toString) "chain" $chain) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $env := $c.env | default dict -}}
+{{- $secret := $c.secret.env | default dict -}}
+{{- range $items -}}
+{{- $prefix := .prefix | default (printf "%s_" (regexReplaceAll "[^A-Za-z0-9]" .name "_" | upper)) -}}
+{{- $kind := (get $env (printf "%sKIND" $prefix)) | default "openai" | toString | lower -}}
+{{- $base := (get $env (printf "%sBASE_URL" $prefix)) | default "" | toString | trimSuffix "/" -}}
+{{- $public := or (eq $base "") (eq $base "https://api.openai.com/v1") -}}
+{{- $needs := or (eq $kind "azure") (eq $kind "anthropic") (and (eq $kind "openai") $public) -}}
+{{- if and $needs (not (get $secret (printf "%sAPI_KEY" $prefix))) -}}
+{{- fail (printf "chain %s: backend %q (kind %s) needs %sAPI_KEY: map it to a key of your Secret in sidecar.secret.env (or, for a keyless OpenAI-compatible server, set sidecar.env.%sBASE_URL)" .chain .name $kind $prefix $prefix) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "llm-sidecar.configMaps" -}}
@@ -135,9 +175,10 @@ checksum/llm-sidecar-config: {{ include "llm-sidecar.configMaps" . | sha256sum }
 {{- end -}}
 
 {{/*
-The sidecar needs SHUTDOWN_DELAY_S + SHUTDOWN_GRACE_S after SIGTERM; 5 s more covers process exit.
-In native mode the kubelet stops the app first and the sidecar after it, within the same budget,
-so an app chart should use the larger of its own need plus this value.
+The sidecar's own need: SHUTDOWN_DELAY_S + SHUTDOWN_GRACE_S after SIGTERM, and 5 s for the
+process to exit. In native mode the kubelet stops the app first and the sidecar only after it,
+within the same budget, so an app chart needs its own stop time plus this value; in legacy mode
+both stop at once, so the larger of the two is enough.
 */}}
 {{- define "llm-sidecar.terminationGracePeriodSeconds" -}}
 {{- $c := include "llm-sidecar.values" . | fromYaml -}}
