@@ -53,8 +53,14 @@ def _load() -> Config | None:
     try:
         return load_config()
     except ConfigError as e:
-        print(f"llm-sidecar: invalid configuration: {e}", file=sys.stderr)
+        report_config_error(e)
         return None
+
+
+def report_config_error(e: ConfigError) -> None:
+    """One line per problem: a run names every one of them, so one edit can fix them all."""
+    for var, reason in e.problems:
+        print(f"llm-sidecar: invalid configuration: {var}: {reason}", file=sys.stderr)
 
 
 def _serve() -> int:

@@ -282,7 +282,9 @@ async def _serve_demo(env: dict[str, str], traffic: bool, requests: int, ignored
     try:
         config = load_config(env)
     except ConfigError as e:
-        print(f"llm-sidecar: invalid configuration: {e}", file=sys.stderr)
+        from sidecar.cli import report_config_error
+
+        report_config_error(e)
         return 2
     configure(config.settings.log_level, config.settings.log_format, Redactor(config.secrets()))
     sidecar = create_app(config)

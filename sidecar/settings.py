@@ -5,6 +5,7 @@ and one `BackendSettings` per backend, loaded from that backend's own env prefix
 backend kind: `sidecar.config.load_config` adds each kind's own rules (`sidecar.backends`).
 """
 
+import difflib
 import ipaddress
 import json
 import os
@@ -16,27 +17,52 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sidecar.failure import DEFAULT_FALLBACK_ON, FailureClass
 
 S = TypeVar("S", bound=BaseSettings)
-Seconds = Annotated[float, Field(gt=0)]
-NonNegativeSeconds = Annotated[float, Field(ge=0)]
+# `inf`, `nan` and `1e309` parse as floats: none is a duration (and JSON has no word for them).
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
 _METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog"})
 _METADATA_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::254/128"))
 
 
+Problem = tuple[str, str]  # (env var, reason)
+
+
 class ConfigError(Exception):
-    def __init__(self, env_var: str, reason: str) -> None:
-        super().__init__(f"{env_var}: {reason}")
+    """Every problem found, so that one run names them all; `env_var`/`reason` are the first."""
+
+    def __init__(self, env_var: str, reason: str, *more: Problem) -> None:
+        self.problems: list[Problem] = [(env_var, reason), *more]
+        super().__init__("; ".join(f"{var}: {why}" for var, why in self.problems))
         self.env_var = env_var
         self.reason = reason
 
 
-class GlobalSettings(BaseSettings):
+class _FromMapping(BaseSettings):
+    """Settings read from the mapping `load_config` is given, and nothing else: pydantic-settings
+    would otherwise fill every field left out from os.environ (a stray `MODEL` or `API_KEY` in
+    the process environment would become every backend's, and the demo would inherit a shell's
+    `SIDECAR_AUTH_TOKEN`)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+class GlobalSettings(_FromMapping):
     model_config = SettingsConfigDict(
         env_prefix="SIDECAR_", hide_input_in_errors=True, extra="ignore", frozen=True
     )
@@ -82,7 +108,7 @@ class GlobalSettings(BaseSettings):
         return frozenset(FailureClass(c) for c in _split(self.fallback_on))
 
 
-class BackendSettings(BaseSettings):
+class BackendSettings(_FromMapping):
     model_config = SettingsConfigDict(hide_input_in_errors=True, extra="ignore", frozen=True)
 
     kind: str = "openai"
@@ -160,36 +186,70 @@ KindRules = Callable[["Backend", Mapping[str, str]], "Backend"]
 
 def read_config(environ: Mapping[str, str] | None = None, kinds: KindRules | None = None) -> Config:
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
-    settings = _load(GlobalSettings, "SIDECAR_", env)
-    if settings.circuit_max_cooldown_s < settings.circuit_cooldown_s:
-        raise ConfigError(
-            "SIDECAR_CIRCUIT_MAX_COOLDOWN_S", "must be at least SIDECAR_CIRCUIT_COOLDOWN_S"
-        )
-    specs = _chain_specs(settings, env)
+    problems: list[Problem] = []
+    settings = _load(GlobalSettings, "SIDECAR_", env, problems)
+    problems += _check_global(settings)
+    try:
+        specs = _chain_specs(settings, env)
+    except ConfigError as e:
+        raise ConfigError(*[*problems, *e.problems][0], *[*problems, *e.problems][1:]) from None
     backends: dict[str, Backend] = {}
     chains: dict[str, tuple[Backend, ...]] = {}
     for chain, items in specs.items():
         var = "SIDECAR_BACKENDS" if chain == "default" and settings.backends else "SIDECAR_CONFIG"
-        chains[chain] = tuple(
-            _backend(var, name, prefix, backends, env, kinds) for name, prefix in items
-        )
+        problems += _duplicates(var, chain, items)
+        members = []
+        for name, prefix in items:
+            try:
+                members.append(_backend(var, name, prefix, backends, env, kinds, problems))
+            except ConfigError as e:
+                problems += e.problems
+        chains[chain] = tuple(members)
+    if problems:
+        raise ConfigError(*problems[0], *problems[1:])
     return Config(
         settings=settings, chains=chains, backends=backends, warnings=_unknown(env, backends)
     )
 
 
+def _check_global(s: GlobalSettings) -> list[Problem]:
+    found = []
+    if s.circuit_max_cooldown_s < s.circuit_cooldown_s:
+        found.append(
+            ("SIDECAR_CIRCUIT_MAX_COOLDOWN_S", "must be at least SIDECAR_CIRCUIT_COOLDOWN_S")
+        )
+    if s.port and s.port == s.admin_port:
+        # Caught here, it is a config error (exit 2), not "address already in use" at bind time.
+        found.append(("SIDECAR_ADMIN_PORT", f"must differ from SIDECAR_PORT (both are {s.port})"))
+    return found
+
+
+def _duplicates(var: str, chain: str, items: list[tuple[str, str]]) -> list[Problem]:
+    # The same name with two prefixes is `_backend`'s error, with its own message.
+    twice = sorted({name for name, prefix in items if items.count((name, prefix)) > 1})
+    return [(var, f"chain {chain!r} lists backend {n!r} more than once") for n in twice]
+
+
 def _unknown(env: Mapping[str, str], backends: Mapping[str, Backend]) -> list[str]:
-    """Variables that carry a backend's prefix but name no setting: most likely typos."""
+    """Variables that carry the global prefix or a backend's but name no setting: most likely
+    typos (`SIDECAR_REQUEST_TIMEOUT`, `PRIMARY_APIKEY`)."""
     known = {f.upper() for f in BackendSettings.model_fields}
     prefixes = {b.prefix.upper() for b in backends.values()}
-    return sorted(
+    found = [
         f"{var}: not a setting of backend prefix {prefix} (a typo?)"
         for var in env
         for prefix in prefixes
         if var.startswith(prefix)
         and var[len(prefix) :] not in known
         and not any(var.startswith(p) and len(p) > len(prefix) for p in prefixes)
-    )
+    ]
+    settings = [f"SIDECAR_{f.upper()}" for f in GlobalSettings.model_fields]
+    for var in env:
+        if var.startswith("SIDECAR_") and var not in settings and "SIDECAR_" not in prefixes:
+            close = difflib.get_close_matches(var, settings, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else " (a typo?)"
+            found.append(f"{var}: not a SIDECAR_ setting{hint}")
+    return sorted(found)
 
 
 def _chain_specs(
@@ -243,13 +303,24 @@ def _yaml_chains(path: Path) -> dict[str, list[tuple[str, str]]]:
     for chain, items in chains.items():
         if not isinstance(items, list) or not items:
             raise ConfigError(var, f"chain {chain!r} is empty")
-        specs[str(chain)] = [_yaml_item(str(chain), i) for i in items]
+        specs[str(chain)] = [_yaml_item(path, str(chain), i) for i in items]
     return specs
 
 
-def _yaml_item(chain: str, item: Any) -> tuple[str, str]:
+_ITEM_KEYS = ("name", "env_prefix")
+
+
+def _yaml_item(path: Path, chain: str, item: Any) -> tuple[str, str]:
     if isinstance(item, str):
         return item, default_prefix(item)
+    unknown = sorted(str(k) for k in item if k not in _ITEM_KEYS) if isinstance(item, dict) else []
+    if unknown:
+        raise ConfigError(
+            "SIDECAR_CONFIG",
+            f"{path}: chain {chain!r}: unknown key {unknown[0]!r} (each item has "
+            + " and ".join(_ITEM_KEYS)
+            + ")",
+        )
     if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]:
         prefix = item.get("env_prefix") or default_prefix(item["name"])
         return item["name"], str(prefix)
@@ -263,6 +334,7 @@ def _backend(
     known: dict[str, Backend],
     env: Mapping[str, str],
     kinds: KindRules | None,
+    problems: list[Problem],
 ) -> Backend:
     """`var` is the chain setting that named the backend: the one to fix if it conflicts."""
     if name in known:
@@ -273,27 +345,38 @@ def _backend(
                 f"({known[name].prefix} and {prefix})",
             )
         return known[name]
-    s = _load(BackendSettings, prefix, env)
-    backend = Backend(
-        name=name,
-        prefix=prefix,
-        settings=s,
-        model_map=_model_map(prefix, s.model_map),
-        headers=_headers(prefix, s.headers),
-    )
-    _check_backend(backend)
+    s = _load(BackendSettings, prefix, env, problems)
+    model_map: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    try:
+        model_map = _model_map(prefix, s.model_map)
+    except ConfigError as e:
+        problems += e.problems
+    try:
+        headers = _headers(prefix, s.headers)
+    except ConfigError as e:
+        problems += e.problems
+    backend = Backend(name=name, prefix=prefix, settings=s, model_map=model_map, headers=headers)
+    problems += _check_backend(backend)
     if kinds is not None:
-        backend = kinds(backend, env)
+        try:
+            backend = kinds(backend, env)
+        except ConfigError as e:
+            problems += e.problems
     known[name] = backend
     return backend
 
 
-def _check_backend(b: Backend) -> None:
+def _check_backend(b: Backend) -> list[Problem]:
     s, p = b.settings, b.prefix
-    if s.base_url is not None:
-        _check_url(f"{p}BASE_URL", s.base_url)
-    if s.endpoint_url is not None:
-        _check_url(f"{p}ENDPOINT_URL", s.endpoint_url)
+    found: list[Problem] = []
+    for var, url in ((f"{p}BASE_URL", s.base_url), (f"{p}ENDPOINT_URL", s.endpoint_url)):
+        try:
+            if url is not None:
+                _check_url(var, url)
+        except ConfigError as e:
+            found += e.problems
+    return found
 
 
 def _check_url(var: str, url: str) -> None:
@@ -349,7 +432,9 @@ def _headers(prefix: str, value: str | None) -> dict[str, str]:
     return parsed
 
 
-def _load(cls: type[S], prefix: str, env: Mapping[str, str]) -> S:
+def _load(cls: type[S], prefix: str, env: Mapping[str, str], problems: list[Problem]) -> S:
+    """Every invalid field goes to `problems`; the object is built with their defaults, so that
+    the checks after it still run and report theirs in the same pass."""
     # Values come from the given mapping only (os.environ by default), so tests and the demo
     # never pick up stray variables; names match case-insensitively, as pydantic-settings does.
     values = {
@@ -358,9 +443,9 @@ def _load(cls: type[S], prefix: str, env: Mapping[str, str]) -> S:
     try:
         return cls.model_validate(values)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = str(err["loc"][0]) if err["loc"] else ""
-        raise ConfigError(prefix + loc.upper(), err["msg"]) from None
+        bad = {str(err["loc"][0]) if err["loc"] else "": err["msg"] for err in e.errors()}
+    problems += [(prefix + loc.upper(), msg) for loc, msg in bad.items()]
+    return cls.model_validate({k: v for k, v in values.items() if k not in bad})
 
 
 def _split(value: str) -> list[str]:

@@ -76,3 +76,15 @@ def test_check_with_invalid_config_exits_2() -> None:
     assert r.returncode == 2
     assert "SIDECAR_PORT" in r.stderr
     assert r.stdout == ""
+
+
+def test_check_names_every_problem_on_its_own_line() -> None:
+    env = {"SIDECAR_BACKENDS": "az", "AZ_KIND": "azure", "SIDECAR_PORT": "8800"}
+    r = run(["check"], {**env, "SIDECAR_ADMIN_PORT": "8800"})
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "SIDECAR_ADMIN_PORT",
+        "AZ_BASE_URL",
+        "AZ_API_KEY",
+    ]

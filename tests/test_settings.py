@@ -194,3 +194,82 @@ def test_bedrock_region_may_come_from_the_standard_aws_variables() -> None:
 def test_variables_with_a_backend_prefix_that_name_no_setting_are_warned_about() -> None:
     config = load_config({**BASE, "P_APIKEY": "x", "P_MODEL": "m", "PX_OTHER": "y"})
     assert config.warnings == ["P_APIKEY: not a setting of backend prefix P_ (a typo?)"]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e309", "Infinity"])
+@pytest.mark.parametrize(
+    "var", ["SIDECAR_REQUEST_TIMEOUT_S", "SIDECAR_SHUTDOWN_DELAY_S", "P_CONNECT_TIMEOUT_S"]
+)
+def test_durations_that_are_not_finite_numbers_are_refused(var: str, value: str) -> None:
+    assert _error({**BASE, var: value}).env_var == var
+
+
+def test_a_backend_listed_twice_in_one_chain_is_an_error() -> None:
+    e = _error({"SIDECAR_BACKENDS": "primary,primary", "PRIMARY_API_KEY": "k"})
+    assert e.env_var == "SIDECAR_BACKENDS"
+    assert "'primary' more than once" in e.reason
+
+
+def test_a_backend_listed_twice_in_a_chains_file_names_sidecar_config(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("fallback_chains:\n  fast: [p, {name: p}]\n")
+    e = _error({"SIDECAR_CONFIG": str(path), "P_API_KEY": "k"})
+    assert (e.env_var, "'p' more than once" in e.reason) == ("SIDECAR_CONFIG", True)
+
+
+def test_proxy_and_admin_on_one_port_is_a_config_error() -> None:
+    e = _error({**BASE, "SIDECAR_PORT": "9000", "SIDECAR_ADMIN_PORT": "9000"})
+    assert e.env_var == "SIDECAR_ADMIN_PORT"
+    assert "SIDECAR_PORT" in e.reason
+    load_config({**BASE, "SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0"})  # both ephemeral
+
+
+def test_unknown_keys_in_a_chains_file_item_name_the_file_chain_and_key(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("fallback_chains:\n  gpt-4o:\n    - {name: p, env_prefx: P_}\n")
+    e = _error({"SIDECAR_CONFIG": str(path), "P_API_KEY": "k"})
+    assert e.env_var == "SIDECAR_CONFIG"
+    assert str(path) in e.reason and "'gpt-4o'" in e.reason and "'env_prefx'" in e.reason
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    e = _error(
+        {
+            "SIDECAR_BACKENDS": "az,p",
+            "AZ_KIND": "azure",
+            "P_RETRIES": "-1",
+            "P_MODEL_MAP": "nonsense",
+            "SIDECAR_PORT": "x",
+        }
+    )
+    assert {var for var, _ in e.problems} == {
+        "AZ_BASE_URL",
+        "AZ_API_KEY",
+        "P_RETRIES",
+        "P_MODEL_MAP",
+        "P_API_KEY",
+        "SIDECAR_PORT",
+    }
+
+
+def test_unknown_sidecar_variables_are_warned_about_with_the_likely_name() -> None:
+    config = load_config(
+        {**BASE, "SIDECAR_REQUEST_TIMEOUT": "5", "SIDECAR_MAXINFLIGHT": "3", "SIDECAR_PORT": "1"}
+    )
+    assert config.warnings == [
+        "SIDECAR_MAXINFLIGHT: not a SIDECAR_ setting (did you mean SIDECAR_MAX_INFLIGHT?)",
+        "SIDECAR_REQUEST_TIMEOUT: not a SIDECAR_ setting (did you mean SIDECAR_REQUEST_TIMEOUT_S?)",
+    ]
+
+
+def test_settings_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydantic-settings reads os.environ for every field it is not given, unless told not to.
+    monkeypatch.setenv("MODEL", "leaked")
+    monkeypatch.setenv("SIDECAR_AUTH_TOKEN", "leaked")
+    config = load_config(BASE)
+    assert config.settings.auth_token is None
+    assert config.backends["p"].settings.model is None

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from sidecar.backends.base import KindSpec, require
+from sidecar.backends.base import KindSpec, require_all
 from sidecar.backends.openai import OpenAIBackend
 from sidecar.call import Call, Route
 from sidecar.settings import Backend
@@ -52,10 +52,10 @@ class AzureBackend(OpenAIBackend):
 
 
 def _check(b: Backend, env: Mapping[str, str]) -> None:
-    require(b, "BASE_URL", "required for kind azure (https://NAME.openai.azure.com)")
+    needs = [("BASE_URL", "required for kind azure (https://NAME.openai.azure.com)")]
     if b.settings.api_version:
-        require(b, "DEPLOYMENT", "required for kind azure when API_VERSION is set")
-    require(b, "API_KEY", "required for kind azure")
+        needs.append(("DEPLOYMENT", "required for kind azure when API_VERSION is set"))
+    require_all(b, [*needs, ("API_KEY", "required for kind azure")])
 
 
 SPEC = KindSpec(AzureBackend, check=_check)

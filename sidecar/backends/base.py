@@ -102,5 +102,11 @@ class KindSpec:
 
 def require(b: Backend, setting: str, why: str) -> None:
     """`{PREFIX}{SETTING}` must be set, for the reason given."""
-    if not getattr(b.settings, setting.lower()):
-        raise ConfigError(f"{b.prefix}{setting}", why)
+    require_all(b, [(setting, why)])
+
+
+def require_all(b: Backend, needs: list[tuple[str, str]]) -> None:
+    """Each `(SETTING, why)` must be set; one error names every one missing."""
+    missing = [(f"{b.prefix}{n}", why) for n, why in needs if not getattr(b.settings, n.lower())]
+    if missing:
+        raise ConfigError(*missing[0], *missing[1:])
