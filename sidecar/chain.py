@@ -224,10 +224,19 @@ class FallbackChain:
         except Untranslatable as e:
             self._skip(trail, m, series, F.UNSUPPORTED)
             return e
-        except Exception:  # a request shape the translation did not expect
-            log.warning("cannot translate a request for %s", m.name, exc_info=True)
+        except Exception as e:  # a request shape the translation did not expect
+            log.warning(
+                "cannot translate a request for %s: %s",
+                m.name,
+                f"{type(e).__name__}: {e}"[:200],
+                exc_info=True,
+                extra={"fields": {"request_id": call.request_id, "backend": m.name}},
+            )
             self._skip(trail, m, series, F.UNSUPPORTED)
-            return Untranslatable(f"the request cannot be translated for backend {m.name!r}")
+            return Untranslatable(
+                f"the request cannot be translated for backend {m.name!r}: its shape "
+                f"is unexpected (request id {call.request_id})"
+            )
         if not m.circuit.acquire():
             self._skip(trail, m, series, F.CIRCUIT_OPEN)
             return None

@@ -104,6 +104,7 @@ class Proxy:
         metrics.inflight.set_function(lambda: self.inflight)
         self._token = s.auth_token.get_secret_value().encode() if s.auth_token else None
         self._models = _model_list(config)
+        self._model_by_id = {m["id"]: m for m in self._models}
         self._model_required = {
             name: not all(b.settings.model for b in backends)
             for name, backends in config.chains.items()
@@ -190,8 +191,12 @@ class Proxy:
             message = f"{quoted(request.method)} is not allowed on {request.path}"
             raise Rejected(405, message, "method", {"allow": spec[1]})
         if route is Route.MODELS:
-            inbound.chain = "none"
             return _json(200, {"object": "list", "data": self._models}, request_id)
+        model = self._local_model(request)
+        if model is not None:
+            # A model the list names is the sidecar's to describe: upstream it would be a 404.
+            inbound.route = Route.MODELS
+            return _json(200, model, request_id)
         raw = await self._body(request)
         call = self._call(request, request_id, inbound, raw)
         chain = self.chains[call.chain]
@@ -213,6 +218,11 @@ class Proxy:
             return resp
         assert outcome.reply is not None
         return reply(outcome.reply, headers)
+
+    def _local_model(self, request: web.BaseRequest) -> dict[str, str] | None:
+        if request.method != "GET" or not request.path.startswith("/v1/models/"):
+            return None
+        return self._model_by_id.get(request.path[len("/v1/models/") :])
 
     def _authorize(self, request: web.BaseRequest) -> None:
         if self._token is None:

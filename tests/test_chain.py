@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
+from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import Script
 
 from sidecar.demo import chunk
@@ -581,3 +582,22 @@ async def test_request_budget_gives_504_even_when_timeout_does_not_fall_back(
     assert r.status == 504
     assert r.headers["x-anyllm-fallback-exhausted"] == "true"
     assert sc.app.members["b0"].circuit.consecutive_failures == 0
+
+
+async def test_a_request_the_translation_chokes_on_is_a_400_naming_why_and_the_request_id(
+    claude: FakeAnthropic,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sc = await sidecar(
+        {"SIDECAR_BACKENDS": "c", "C_KIND": "anthropic", "C_BASE_URL": claude.url, "C_API_KEY": "k"}
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": 5}]}
+    r = await post(http, sc.url, body, headers={"x-request-id": "req-untranslatable"})
+    assert r.status == 400
+    assert "req-untranslatable" in r.json["error"]["message"]
+    (record,) = [x for x in caplog.records if "cannot translate" in x.getMessage()]
+    assert "TypeError" in record.getMessage()
+    assert record.fields == {"request_id": "req-untranslatable", "backend": "c"}  # type: ignore[attr-defined]
+    assert claude.seen == []

@@ -182,6 +182,22 @@ async def test_models_lists_chains_and_model_map_keys(
     assert all(m["object"] == "model" and m["owned_by"] == "llm-sidecar" for m in body["data"])
 
 
+async def test_a_listed_model_is_described_locally_and_others_pass_through(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake()
+    sc = await sidecar(chain_env(a, B0_MODEL_MAP="fast=gpt-4o-mini"))
+    for name in ("default", "fast"):
+        async with http.get(sc.url + f"/v1/models/{name}") as r:
+            assert r.status == 200
+            assert await r.json() == {"id": name, "object": "model", "owned_by": "llm-sidecar"}
+    assert a.seen == []
+    async with http.get(sc.url + "/v1/models/gpt-4o") as r:
+        assert r.status == 200
+    assert [x.path for x in a.seen] == ["/v1/models/gpt-4o"]
+    assert sc.metric("llm_sidecar_requests_total", route="models", chain="none", status="200") == 2
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("has space", False), ("", False)],
