@@ -10,6 +10,7 @@ banner names what it ignored). Only the ports come from the command line.
 """
 
 import asyncio
+import hashlib
 import itertools
 import os
 import sys
@@ -105,9 +106,38 @@ class FakeProvider:
                 await asyncio.sleep(30)
             case "cut" if body.get("stream"):
                 return await self._stream(request, model, cut_after=3)
+        tool = _first_tool(body, "function")
+        if tool is not None:
+            return await self._tool_call(request, model, tool, stream=body.get("stream") is True)
         if body.get("stream"):
             return await self._stream(request, model)
         return web.json_response(completion(" ".join(_WORDS), model))
+
+    async def _tool_call(
+        self, request: web.Request, model: str, tool: str, *, stream: bool
+    ) -> web.StreamResponse:
+        call = {
+            "id": "call_demo",
+            "type": "function",
+            "function": {"name": tool, "arguments": "{}"},
+        }
+        if not stream:
+            answer = completion("", model)
+            answer["choices"][0]["message"] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call],
+            }
+            answer["choices"][0]["finish_reason"] = "tool_calls"
+            return web.json_response(answer)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]}
+        await resp.write(sse(chunk(model, delta)))
+        await resp.write(sse(chunk(model, {}, "tool_calls")))
+        await resp.write(sse(usage_chunk(model, 3)))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
 
     async def _stream(
         self, request: web.Request, model: str, cut_after: int | None = None
@@ -128,12 +158,21 @@ class FakeProvider:
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
+        given = body.get("input", "")
+        # One vector per input, as a real provider answers: a string, or a list of strings or
+        # of token arrays.
+        inputs = [given] if isinstance(given, str) or _is_tokens(given) else list(given)
+        tokens = sum(len(x) if isinstance(x, list) else len(str(x).split()) or 1 for x in inputs)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(str(x))}
+            for i, x in enumerate(inputs)
+        ]
         return web.json_response(
             {
                 "object": "list",
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "data": data,
                 "model": body.get("model", "demo"),
-                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
 
@@ -159,10 +198,39 @@ class FakeClaude:
         if next(self._plan) == "529":
             error = {"type": "overloaded_error", "message": "demo overloaded"}
             return web.json_response({"type": "error", "error": error}, status=529)
+        tool = _first_tool(body, "custom")
+        if tool is not None:
+            return await self._tool_use(request, model, tool, stream=body.get("stream") is True)
         if body.get("stream"):
             return await self._stream(request, model)
         text = {"type": "text", "text": " ".join(_WORDS)}
         return web.json_response(_claude_message(model, [text], "end_turn", len(_WORDS)))
+
+    async def _tool_use(
+        self, request: web.Request, model: str, tool: str, *, stream: bool
+    ) -> web.StreamResponse:
+        block = {"type": "tool_use", "id": "toolu_demo", "name": tool, "input": {}}
+        if not stream:
+            return web.json_response(_claude_message(model, [block], "tool_use", 3))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        start = {"type": "message_start", "message": _claude_message(model, [], None, 1)}
+        await resp.write(_named("message_start", start))
+        opened = {"type": "content_block_start", "index": 0, "content_block": block}
+        await resp.write(_named("content_block_start", opened))
+        delta = {"type": "input_json_delta", "partial_json": "{}"}
+        event = {"type": "content_block_delta", "index": 0, "delta": delta}
+        await resp.write(_named("content_block_delta", event))
+        await resp.write(_named("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        end = {"stop_reason": "tool_use", "stop_sequence": None}
+        await resp.write(
+            _named(
+                "message_delta",
+                {"type": "message_delta", "delta": end, "usage": {"output_tokens": 3}},
+            )
+        )
+        await resp.write(_named("message_stop", {"type": "message_stop"}))
+        return resp
 
     async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -187,6 +255,28 @@ class FakeClaude:
 
 
 _EMPTY_TEXT = {"type": "text", "text": ""}
+
+
+def _first_tool(body: dict[str, Any], wire: str) -> str | None:
+    """The name of the request's first tool, if it has any: the fakes call it, as a model would.
+    `wire` is the dialect: OpenAI's `{"type": "function", "function": {"name"}}` or Anthropic's
+    `{"name", "input_schema"}`."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    first = tools[0]
+    spec = first.get("function") if wire == "function" else first
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
+
+
+def _vector(text: str) -> list[float]:
+    # Made-up but stable: the same input always gets the same vector.
+    return [round(byte / 255, 4) for byte in hashlib.sha256(text.encode()).digest()[:8]]
 
 
 def _claude_message(
@@ -343,6 +433,39 @@ class _Tally:
     cut: int = 0
 
 
+_HEADER = (
+    "backend",
+    "circuit",
+    "success",
+    "failure",
+    "skipped",
+    "failed before an answer",
+    "skipped as",
+    "broke after commit",
+    "continued (recovery)",
+)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    # Counts align right, names and class lists left.
+    return [
+        "  ".join(
+            cell.rjust(w) if 2 <= i <= 4 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _summary(sidecar: Any, tally: _Tally) -> str:
+    return (
+        f"requests: {tally.sent} sent, {sidecar.proxy.inflight} in flight, {tally.ok} answered "
+        f"whole, {tally.cut} ended with a terminal error (never a fake success), "
+        f"{tally.errors} errors"
+    )
+
+
 async def _traffic(url: str, sidecar: Any, limit: int, banner: str) -> None:
     tally = _Tally()
     async with ClientSession(timeout=ClientTimeout(total=30)) as http:
@@ -395,35 +518,58 @@ async def _worker(
         await asyncio.sleep(0.2)
 
 
+# Skips sent nothing, and a stream that broke after its first token was a success when it
+# committed: neither is a failure of that attempt, so each has its own column.
+_SKIPS = (FailureClass.CIRCUIT_OPEN, FailureClass.UNSUPPORTED)
+_AFTER_COMMIT = (FailureClass.STREAM_INTERRUPTED, FailureClass.STREAM_TIMEOUT)
+
+
 def _print_table(sidecar: Any, tally: _Tally, banner: str) -> None:
     reg = sidecar.registry
 
     def value(metric: str, **labels: str) -> int:
         return int(reg.get_sample_value(metric, {"chain": "default", **labels}) or 0)
 
-    lines = [
-        f"requests: {tally.sent} sent, {tally.ok} answered whole, {tally.cut} ended with a "
-        f"terminal error (never a fake success), {tally.errors} errors",
-        f"{'backend':<10}{'circuit':<11}{'success':>8}{'failure':>8}{'skipped':>8}"
-        "  failure classes",
-    ]
+    def classes(name: str, which: tuple[FailureClass, ...]) -> str:
+        found = [
+            f"{c}={n}"
+            for c in which
+            if (n := value("llm_sidecar_backend_failures_total", backend=name, **{"class": c}))
+        ]
+        return " ".join(found) or "-"
+
+    before = tuple(c for c in FailureClass if c not in _SKIPS + _AFTER_COMMIT)
+    rows: list[tuple[str, ...]] = [_HEADER]
+    recovered = 0
     for b in sidecar.status()["backends"]:
         name = b["name"]
         counts = [
-            value("llm_sidecar_backend_attempts_total", backend=name, outcome=o)
+            str(value("llm_sidecar_backend_attempts_total", backend=name, outcome=o))
             for o in ("success", "failure", "skipped")
         ]
-        classes = [
-            f"{cls}={n}"
-            for cls in FailureClass
-            if (n := value("llm_sidecar_backend_failures_total", backend=name, **{"class": cls}))
-        ]
-        lines.append(
-            f"{name:<10}{b['circuit']:<11}{counts[0]:>8}{counts[1]:>8}{counts[2]:>8}  "
-            + " ".join(classes)
+        continued = value("llm_sidecar_stream_recoveries_total", backend=name, outcome="success")
+        recovered += continued
+        rows.append(
+            (
+                name,
+                b["circuit"],
+                *counts,
+                classes(name, before),
+                classes(name, _SKIPS),
+                classes(name, _AFTER_COMMIT),
+                str(continued or "-"),
+            )
         )
-    recovered = value("llm_sidecar_stream_recoveries_total", backend="healthy", outcome="success")
-    lines.append(f"stream recoveries: {recovered}")
+    lines = [_summary(sidecar, tally), *_columns(rows)]
+    broke = sum(
+        value("llm_sidecar_backend_failures_total", backend=b["name"], **{"class": c})
+        for b in sidecar.status()["backends"]
+        for c in _AFTER_COMMIT
+    )
+    lines.append(
+        f"streams that broke after their first token: {broke}; recovered into one whole answer "
+        f"by a later PREFILL backend: {recovered}; the rest ended with a terminal error event"
+    )
     out = "\n".join(lines)
     if sys.stdout.isatty():
         print("\x1b[2J\x1b[H" + banner + "\n" + out, flush=True)
