@@ -81,6 +81,21 @@ def test_panels_answer_the_operator_questions() -> None:
     assert "llm_sidecar_backend_circuit_state" in exprs["Circuit state"]
 
 
+@pytest.mark.parametrize(
+    "title", ["Why backends fail (by failure class)", "Failures by backend and class"]
+)
+def test_skips_are_their_own_series_never_stacked_on_failures(title: str) -> None:
+    (panel,) = [p for p in _non_row_panels(load()) if p["title"] == title]
+    failures, skips = panel["targets"]
+    assert 'class!~"circuit_open|unsupported"' in failures["expr"]
+    assert 'class=~"circuit_open|unsupported"' in skips["expr"]
+    assert skips["legendFormat"].startswith("skipped: ")
+    (override,) = panel["fieldConfig"]["overrides"]
+    assert override["matcher"] == {"id": "byFrameRefID", "options": skips["refId"]}
+    stacking = {p["id"]: p["value"] for p in override["properties"]}["custom.stacking"]
+    assert stacking["group"] != panel["fieldConfig"]["defaults"]["custom"]["stacking"]["group"]
+
+
 def test_panels_have_unique_ids_and_do_not_overlap() -> None:
     panels = load()["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
