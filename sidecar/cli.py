@@ -5,7 +5,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,14 +52,8 @@ def _load() -> Config | None:
     try:
         return load_config()
     except ConfigError as e:
-        report_config_error(e)
+        e.report()
         return None
-
-
-def report_config_error(e: ConfigError) -> None:
-    """One line per problem: a run names every one of them, so one edit can fix them all."""
-    for var, reason in e.problems:
-        print(f"llm-sidecar: invalid configuration: {var}: {reason}", file=sys.stderr)
 
 
 def _serve() -> int:

@@ -372,9 +372,7 @@ async def _serve_demo(env: dict[str, str], traffic: bool, requests: int, ignored
     try:
         config = load_config(env)
     except ConfigError as e:
-        from sidecar.cli import report_config_error
-
-        report_config_error(e)
+        e.report()
         return 2
     configure(config.settings.log_level, config.settings.log_format, Redactor(config.secrets()))
     sidecar = create_app(config)

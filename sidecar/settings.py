@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ class ConfigError(Exception):
         super().__init__("; ".join(f"{var}: {why}" for var, why in self.problems))
         self.env_var = env_var
         self.reason = reason
+
+    def report(self) -> None:
+        """One line per problem on stderr: a run names every one, so one edit can fix them all."""
+        for var, why in self.problems:
+            print(f"llm-sidecar: invalid configuration: {var}: {why}", file=sys.stderr)
 
 
 class _FromMapping(BaseSettings):
