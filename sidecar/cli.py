@@ -90,6 +90,11 @@ async def serve(config: Config) -> int:
     # generation less often cost streams about 4 % less CPU in `make bench` runs.
     gc.freeze()
     gc.set_threshold(30_000, 20, 20)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Logged once a SIGTERM would drain: whoever waits for this line may stop it at once.
     s = config.settings
     log.info(
         "listening",
@@ -97,10 +102,6 @@ async def serve(config: Config) -> int:
             "fields": {"proxy": f"{s.host}:{proxy_port}", "admin": f"{s.admin_host}:{admin_port}"}
         },
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining", extra={"fields": {"inflight": sidecar.proxy.inflight}})
     await sidecar.drain()

@@ -5,12 +5,20 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import sys
 import time
 
 import aiohttp
-from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
+from conftest import (
+    FakeFactory,
+    SidecarFactory,
+    chain_env,
+    chat,
+    post,
+    sse_data,
+    streamed_text,
+    wait_until,
+)
 from fakes.openai_upstream import Script
 
 from sidecar.failure import FailureClass
@@ -116,8 +124,7 @@ async def test_admission_control_answers_503_fast_over_max_inflight(
     a = await fake(Script(delay_s=0.5))
     sc = await sidecar(chain_env(a, SIDECAR_MAX_INFLIGHT="2"))
     slow = [asyncio.create_task(post(http, sc.url, chat())) for _ in range(2)]
-    while len(a.seen) < 2:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(a.seen) >= 2, what="two requests upstream")
     t0 = time.monotonic()
     r = await post(http, sc.url, chat())
     assert time.monotonic() - t0 < 0.3
@@ -134,33 +141,30 @@ async def test_admission_control_answers_503_fast_over_max_inflight(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _spawn(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str, str]:
-    proxy, admin = _free_port(), _free_port()
+    """`llm-sidecar serve` on ports the OS picks, read back from its "listening" log line: no
+    port is chosen here, released and hoped free."""
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
-        "SIDECAR_PORT": str(proxy),
-        "SIDECAR_ADMIN_PORT": str(admin),
+        "SIDECAR_PORT": "0",
+        "SIDECAR_ADMIN_PORT": "0",
         **env,
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sidecar", "serve", env=full, stderr=asyncio.subprocess.PIPE
     )
-    url, admin_url = f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(admin_url + "/readyz") as r:
-                    if r.status == 200:
-                        return proc, url, admin_url
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(15):
+            while line := await proc.stderr.readline():
+                fields = json.loads(line) if line.startswith(b"{") else {}
+                if fields.get("msg") == "listening":
+                    url, admin = (f"http://{fields[k]}" for k in ("proxy", "admin"))
+                    return proc, url, admin
+    except TimeoutError:
+        pass
     proc.kill()
+    await proc.wait()
     raise AssertionError("sidecar did not start")
 
 
@@ -172,8 +176,7 @@ async def test_sigterm_drains_in_flight_streams_byte_for_byte_then_exits_0(
     proc, url, admin = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_GRACE_S="5"))
     async with aiohttp.ClientSession() as http:
         stream = asyncio.create_task(post(http, url, chat(stream=True)))
-        while not a.seen:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(a.seen), what="a request upstream")
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.1)
         async with http.get(admin + "/readyz") as r:
@@ -211,8 +214,7 @@ async def test_stream_longer_than_the_grace_ends_with_a_terminal_error_and_bound
     proc, url, _ = await _spawn(chain_env(a, SIDECAR_SHUTDOWN_GRACE_S="1.5"))
     async with aiohttp.ClientSession() as http:
         stream = asyncio.create_task(post(http, url, chat(stream=True)))
-        while not a.seen:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(a.seen), what="a request upstream")
         await asyncio.sleep(0.2)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -238,8 +240,7 @@ async def test_answer_still_pending_at_the_end_of_the_grace_gets_a_503_in_its_di
             asyncio.create_task(post(http, url, chat())),
             asyncio.create_task(post(http, url, anthropic, path="/v1/messages")),
         ]
-        while len(a.seen) < 2:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(a.seen) >= 2, what="two requests upstream")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         openai_answer, anthropic_answer = await asyncio.gather(*pending)

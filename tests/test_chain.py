@@ -9,9 +9,7 @@ import orjson
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
 from fakes.anthropic_upstream import FakeAnthropic
-from fakes.openai_upstream import Script
-
-from sidecar.demo import chunk
+from fakes.openai_upstream import Script, chunk
 
 QUOTA = {
     "error": {

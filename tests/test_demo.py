@@ -15,16 +15,10 @@ from sidecar.demo import FakeClaude, FakeProvider
 REAL_KEY = "sk-real-provider-key-0123456789"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _demo(
     *args: str, env: dict[str, str] | None = None, ports: tuple[int, int] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    port, admin = ports or (_free_port(), _free_port())
+    port, admin = ports or (0, 0)  # the OS picks; the banner names them
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
     command = [sys.executable, "-m", "sidecar", "demo", "--port", str(port)]
     return subprocess.run(
@@ -111,7 +105,7 @@ def test_demo_with_its_port_busy_says_so_once_without_unclosed_session_noise() -
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        r = _demo(ports=(busy.getsockname()[1], _free_port()))
+        r = _demo(ports=(busy.getsockname()[1], 0))
     assert r.returncode == 1
     assert "cannot listen" in r.stderr and "--port" in r.stderr
     assert "Unclosed" not in r.stderr

@@ -6,9 +6,7 @@ import aiohttp
 import orjson
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
-from fakes.openai_upstream import Script
-
-from sidecar.demo import chunk
+from fakes.openai_upstream import Script, chunk
 
 FULL = " ".join(f"word{i}" for i in range(12))
 

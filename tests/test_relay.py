@@ -5,7 +5,16 @@ import time
 
 import aiohttp
 import pytest
-from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
+from conftest import (
+    FakeFactory,
+    SidecarFactory,
+    chain_env,
+    chat,
+    post,
+    sse_data,
+    streamed_text,
+    wait_until,
+)
 from fakes.openai_upstream import Script
 
 import sidecar.upstream as sidecar_upstream
@@ -172,8 +181,7 @@ async def test_client_disconnect_before_commit_cancels_and_starts_no_fallback(
     sc = await sidecar(chain_env(a, b))
     session = aiohttp.ClientSession()
     task = asyncio.create_task(session.post(sc.url + "/v1/chat/completions", json=chat()))
-    while not a.seen:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: bool(a.seen), what="a request upstream")
     closed_at = time.monotonic()
     task.cancel()
     await session.close()
@@ -197,11 +205,9 @@ async def test_log_line_keeps_every_attempt_when_the_caller_leaves(
     sc = await sidecar(chain_env(a, b, B0_RESPONSE_TIMEOUT_S="0.2"))
     async with aiohttp.ClientSession() as session:
         task = asyncio.create_task(session.post(sc.url + "/v1/chat/completions", json=chat()))
-        while not b.seen:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(b.seen), what="a request at the second backend")
         task.cancel()
-    while sc.app.proxy.inflight:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not sc.app.proxy.inflight, what="no request in flight")
     (line,) = sc.log_lines()
     assert line["status"] == 499
     assert [(x["backend"], x["class"], x.get("cancelled")) for x in line["attempts"]] == [

@@ -2,11 +2,11 @@
 
 import orjson
 import pytest
+from fakes.openai_upstream import chunk, usage_chunk
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.call import StreamStep
-from sidecar.demo import chunk, usage_chunk
 from sidecar.dialects.openai import OpenAIStream
 
 EVENTS = [

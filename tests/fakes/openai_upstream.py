@@ -14,7 +14,38 @@ import orjson
 from aiohttp import web
 
 from fakes.loopback import JsonBody, Loopback, lower_headers
-from sidecar.demo import chunk, completion, usage_chunk
+
+# The fakes write their own wire shapes: a test of the sidecar's reading must not share code
+# with what it reads (the demo's fakes are product code with their own tests).
+PROMPT_TOKENS = 7
+
+
+def _usage(completion_tokens: int) -> dict[str, int]:
+    total = PROMPT_TOKENS + completion_tokens
+    return {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": completion_tokens,
+        "total_tokens": total,
+    }
+
+
+def _chat(kind: str, model: str, **fields: Any) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": kind, "created": 1, "model": model, **fields}
+
+
+def completion(text: str, model: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return _chat("chat.completion", model, choices=[choice], usage=_usage(5))
+
+
+def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return _chat("chat.completion.chunk", model, choices=[choice])
+
+
+def usage_chunk(model: str, completion_tokens: int) -> dict[str, Any]:
+    return _chat("chat.completion.chunk", model, choices=[], usage=_usage(completion_tokens))
 
 
 @dataclass
