@@ -1,6 +1,7 @@
 """The one place objects are wired: `create_app(config, *, registry=, log_stream=, clock=,
-upstream=)` → `Sidecar`. `clock` times the circuits; `upstream` builds each backend's transport
-(by default its kind's: `sidecar.backends`), so tests can run the chain on a fake one.
+jitter=, upstream=)` → `Sidecar`. `clock` and `jitter` drive the circuits; `upstream` builds each
+backend's transport (by default its kind's: `sidecar.backends`), so tests can run the chain on a
+fake one.
 
 Two listeners: the proxy (`SIDECAR_HOST:PORT`) and the admin port (`/metrics`, `/livez`,
 `/readyz`, `/status`). Shutdown (README "Lifecycle"): `/readyz` turns 503 at once; the proxy keeps

@@ -1,4 +1,4 @@
-"""Per-backend circuit breaker (CONTRACT §5 "Circuit", §11 "Circuit cooldowns").
+"""Per-backend circuit breaker (README "Circuits").
 
 A pure state machine: time comes from `clock` (monotonic seconds), randomness from `jitter`.
 Every chain that uses a backend shares its one Circuit. The caller asks `acquire()` before

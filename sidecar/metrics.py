@@ -1,4 +1,5 @@
-"""The instruments of CONTRACT §7, named once, with every configured series present at zero.
+"""The instruments of the README's metrics reference, named once, with every configured series
+present at zero.
 
 Label children are resolved once per (chain, backend) at startup, so the hot path only calls
 `inc`/`observe` on ready objects.
@@ -118,7 +119,7 @@ class Metrics:
         self._durations: dict[tuple[str, str], Histogram] = {}
 
     def configure(self, chains: dict[str, list[tuple[str, str]]]) -> None:
-        """Create every series of CONTRACT §11 at zero; `chains` maps chain → [(backend, kind)]."""
+        """Create every series at zero; `chains` maps chain → [(backend, kind)]."""
         for chain, backends in chains.items():
             self.exhausted.labels(chain)
             for position, (backend, kind) in enumerate(backends):

@@ -35,7 +35,8 @@ F = FailureClass
 # The request id of the call in progress, for the signing hook (aiobotocore takes no headers).
 _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-# A Bedrock model timeout is a timeout (CONTRACT §5), though it comes as an HTTP 408 answer.
+# A Bedrock model timeout is a timeout (README "Failure classes"), though it comes as an HTTP 408
+# answer.
 _TIMEOUT_CODES = frozenset({"ModelTimeoutException"})
 # Events read after `metadata` before the connection is given up on (there should be none).
 _TAIL_EVENTS = 16
@@ -192,7 +193,7 @@ def _client_args(s: BackendSettings, prefix: str) -> dict[str, Any]:
 
 
 def _tag_request(request: Any, **_: Any) -> None:
-    # The same x-request-id goes to every attempt (CONTRACT §11), Bedrock included.
+    # The same x-request-id goes to every attempt (README "Routes and headers"), Bedrock included.
     request_id = _REQUEST_ID.get()
     if request_id is not None:
         request.headers["x-request-id"] = request_id

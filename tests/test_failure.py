@@ -1,4 +1,4 @@
-"""The one classification table (CONTRACT §5, §11)."""
+"""The one classification table (README "Failure classes")."""
 
 import orjson
 import pytest

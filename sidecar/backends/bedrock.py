@@ -50,8 +50,9 @@ from sidecar.upstream import Upstream
 
 JSON = dict[str, Any]
 
-# HTTP status of each Bedrock exception (protocols.md §5.4), by lower-cased name, for the error
-# type shown to the caller when the exception arrives inside a stream.
+# HTTP status of each Bedrock exception (README "Errors and streams across dialects"), by
+# lower-cased name, for the error type shown to the caller when the exception arrives inside a
+# stream.
 EXCEPTION_STATUS: Final[dict[str, int]] = {
     "validationexception": 400,
     "servicequotaexceededexception": 400,
@@ -173,7 +174,8 @@ class BedrockSource(Source):
 def _exception(name: str, body: Any) -> InBandError:
     message = body.get("message") if isinstance(body, dict) else None
     status = EXCEPTION_STATUS.get(name.lower(), 500)
-    # CONTRACT §11: an error event is overloaded, rate_limited (or quota), else server_error.
+    # An error event is overloaded, rate_limited (or quota), else server_error (README "Errors
+    # and streams across dialects").
     cls = classify_error_event({"__type": name})
     envelope = bedrock_error_to_openai(name, str(message or name), status)
     return InBandError(cls, envelope)

@@ -86,7 +86,7 @@ STOP_REASON_TO_FINISH: Final[dict[str, str]] = {
     "content_filtered": "content_filter",
 }
 MALFORMED_STOP_REASONS: Final = frozenset({"malformed_model_output", "malformed_tool_use"})
-# OpenAI error `type` by Bedrock's HTTP status (protocols.md §5.4).
+# OpenAI error `type` by Bedrock's HTTP status (README "Errors and streams across dialects").
 STATUS_TO_OPENAI_TYPE: Final[dict[int, str]] = {
     400: "invalid_request_error",
     401: "authentication_error",

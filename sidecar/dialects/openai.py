@@ -1,6 +1,6 @@
 """OpenAI Chat Completions wire shapes: error bodies and the stream read as a commit-point signal.
 
-Stream rules (protocols.md §1.3, CONTRACT §5, §11):
+Stream rules (README "How a request travels" and "Failure classes"):
 - content: a delta with non-empty `content` or `refusal`, or any `tool_calls` / `function_call`;
   a role-only first chunk is not content;
 - finished: any choice with a non-null `finish_reason`;

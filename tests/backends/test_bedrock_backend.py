@@ -302,7 +302,7 @@ def test_malformed_stop_reason_is_an_invalid_response() -> None:
 async def test_validation_exception_frame_before_content_is_a_server_error_that_falls_back(
     bedrock: FakeBedrock, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
-    # CONTRACT §11: an error event before content is overloaded, rate_limited or server_error.
+    # An error event before content is overloaded, rate_limited or server_error.
     bedrock.script(Script(end="exception", exception="validationException", after=0))
     backup = await fake()
     sc = await sidecar(chain(("aws", bedrock), ("backup", backup)))

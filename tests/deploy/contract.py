@@ -1,4 +1,5 @@
-# CONTRACT.md §7: metric name -> (type, labels). Dashboards and rules may use nothing else.
+# The README's metrics reference: metric name -> (type, labels). Dashboards and rules may use
+# nothing else.
 METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "llm_sidecar_requests_total": ("counter", frozenset({"route", "chain", "status"})),
     "llm_sidecar_request_duration_seconds": ("histogram", frozenset({"route", "chain"})),

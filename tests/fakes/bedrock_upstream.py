@@ -3,8 +3,9 @@
 Point aiobotocore's `bedrock-runtime` client at `url` (dummy credentials; the fake checks no
 signature). Converse answers JSON; ConverseStream answers `application/vnd.amazon.eventstream`
 frames from the test encoder, written in small slices so the client's reassembly is exercised.
-Errors carry `x-amzn-ErrorType` and the status of protocols.md §5.4; a stream can also end with an
-exception frame or be cut. Every request is recorded with its model id, headers and body.
+Errors carry `x-amzn-ErrorType` and the status Bedrock documents for each exception; a stream
+can also end with an exception frame or be cut. Every request is recorded with its model id,
+headers and body.
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """A minimal AWS event-stream encoder (application/vnd.amazon.eventstream) for fake Bedrock.
 
-botocore only decodes these frames, so tests write their own. Layout (protocols.md §5.3): a
+botocore only decodes these frames, so tests write their own. Layout (AWS event stream encoding): a
 12-byte prelude (total length, headers length, CRC32 of those 8 bytes), string headers, the JSON
 payload, then a CRC32 of everything before it. All integers are big-endian.
 """
