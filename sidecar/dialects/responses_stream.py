@@ -1,0 +1,239 @@
+"""A native Responses stream (OpenAI, Azure v1) relayed to a Responses caller, event by event.
+
+Commit-point rules for Responses streams:
+- content (commits): the first `response.output_text.delta`, `response.refusal.delta`,
+  `response.function_call_arguments.delta` or `response.reasoning_summary_text.delta` with a
+  non-empty delta; an `response.output_item.added` whose item already carries content; any
+  `response.output_item.done` (a whole item is output the caller keeps);
+- not content: `response.created`, `response.queued`, `response.in_progress`, the
+  `response.output_item.added` of an empty item, `response.content_part.added`;
+- finished and done at once: `response.completed` or `response.incomplete` (a Responses stream
+  has no `[DONE]`; its final event is its terminator);
+- in-band errors: `error`, and `response.failed`, classified by the code they carry (the same
+  table as a chat error event); before commit they fall back, after it they end the stream as
+  relayed. Data that is not a JSON object is malformed (`invalid_response`);
+- a stream that ends without `response.completed` / `response.incomplete` / `response.failed`
+  is broken (`stream_interrupted`), never complete.
+
+Events go out framed as `event: NAME\\ndata: DATA\\n\\n` with DATA unchanged. The adapter tracks
+what a stream recovery needs (`cursor()`): the response id, the next sequence number, the items
+done and the open message's text.
+"""
+
+from typing import Any, Final
+
+import orjson
+
+from sidecar.backends.base import StreamAdapter, StreamStep, Usage
+from sidecar.dialects.responses_response import Cursor, OpenItem
+from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.failure import FailureClass, classify_error_event
+
+JSON = dict[str, Any]
+
+CONTENT_DELTAS: Final = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+LIFECYCLE: Final = frozenset({"response.created", "response.queued", "response.in_progress"})
+FINAL: Final = frozenset({"response.completed", "response.incomplete"})
+# Items a recovery can continue after: text, and the reasoning that led to it.
+TEXT_ITEMS: Final = frozenset({"message", "reasoning"})
+MALFORMED: Final = "upstream sent a malformed stream event"
+
+
+def frame(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def error_event(code: str, message: str, sequence_number: int) -> bytes:
+    body = {
+        "type": "error",
+        "code": code,
+        "message": message,
+        "param": None,
+        "sequence_number": sequence_number,
+    }
+    return frame("error", orjson.dumps(body))
+
+
+def _object(data: str) -> JSON | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def item_has_content(item: Any) -> bool:
+    if not isinstance(item, dict):
+        return False
+    kind = item.get("type")
+    if kind == "message":
+        return any(
+            isinstance(p, dict) and (p.get("text") or p.get("refusal"))
+            for p in item.get("content") or []
+        )
+    if kind == "function_call":
+        return bool(item.get("arguments"))
+    if kind == "reasoning":
+        return bool(item.get("summary") or item.get("content") or item.get("encrypted_content"))
+    return False
+
+
+class ResponsesStream(StreamAdapter):
+    __slots__ = (
+        "_created_at",
+        "_decoder",
+        "_done",
+        "_messages",
+        "_open",
+        "_outputs",
+        "_response_id",
+        "_seq",
+        "resume",
+        "text",
+        "text_only",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.usage = Usage()
+        self.text: list[str] = []
+        self.text_only = True
+        self.resume = False
+        self._seq = 0
+        self._response_id = ""
+        self._created_at = 0
+        self._done: dict[int, JSON] = {}
+        self._open: OpenItem | None = None
+        self._outputs = 0
+        self._messages = 0
+
+    def feed(self, data: Any) -> StreamStep:
+        return self._events(self._decoder.feed(data))
+
+    def end(self) -> StreamStep:
+        return self._events(self._decoder.flush())
+
+    def _events(self, events: list[SSEEvent]) -> StreamStep:
+        step = StreamStep()
+        out: list[bytes] = []
+        for ev in events:
+            obj = _object(ev.data)
+            if obj is None:
+                malformed = error_event("invalid_response", MALFORMED, self._seq)
+                step.error = (FailureClass.INVALID_RESPONSE, malformed)
+                break
+            name = ev.event or str(obj.get("type"))
+            self._number(obj)
+            raw = frame(name, ev.data.encode())
+            if name == "error":
+                step.error = (classify_error_event(obj), raw)
+                break
+            if name == "response.failed":
+                error = (obj.get("response") or {}).get("error") or {}
+                step.error = (classify_error_event(error), raw)
+                break
+            self._inspect(name, obj, step)
+            out.append(raw)
+            if step.done:
+                break
+        step.out = b"".join(out)
+        return step
+
+    def _number(self, obj: JSON) -> None:
+        # Servers that number nothing still get strictly increasing numbers from the sidecar's
+        # own events after theirs.
+        n = obj.get("sequence_number")
+        self._seq = max(self._seq, n + 1) if isinstance(n, int) else self._seq + 1
+
+    def _inspect(self, name: str, obj: JSON, step: StreamStep) -> None:
+        if name in CONTENT_DELTAS:
+            if obj.get("delta"):
+                step.content = True
+                self._delta(name, obj)
+        elif name in LIFECYCLE:
+            self._lifecycle(obj.get("response") or {})
+        elif name == "response.output_item.added":
+            self._added(obj)
+            step.content = step.content or item_has_content(obj.get("item"))
+        elif name == "response.output_item.done":
+            step.content = True
+            self._item_done(obj)
+        elif name in FINAL:
+            step.finished = step.done = True
+            self._count((obj.get("response") or {}).get("usage"))
+
+    def _lifecycle(self, response: JSON) -> None:
+        self._response_id = str(response.get("id") or self._response_id)
+        created = response.get("created_at")
+        if isinstance(created, int):
+            self._created_at = created
+
+    def _added(self, obj: JSON) -> None:
+        found = obj.get("item")
+        item: JSON = found if isinstance(found, dict) else {}
+        index = obj.get("output_index")
+        index = index if isinstance(index, int) else self._outputs
+        self._outputs = max(self._outputs, index + 1)
+        kind = item.get("type")
+        if kind not in TEXT_ITEMS:
+            self.text_only = False
+        if kind == "message":
+            self._messages += 1
+            if self._messages > 1:
+                self.text_only = False
+            self._open = OpenItem("output_text", index, item)
+
+    def _delta(self, name: str, obj: JSON) -> None:
+        if name != "response.output_text.delta":
+            if name != "response.reasoning_summary_text.delta":
+                self.text_only = False
+            return
+        delta = obj["delta"]
+        if not isinstance(delta, str):
+            self.text_only = False
+            return
+        self.text.append(delta)
+        if self._open is not None and self._open.item.get("id") == obj.get("item_id"):
+            self._open.text.append(delta)
+
+    def _item_done(self, obj: JSON) -> None:
+        index, item = obj.get("output_index"), obj.get("item")
+        if isinstance(index, int) and isinstance(item, dict):
+            self._done[index] = item
+            if self._open is not None and self._open.output_index == index:
+                self._open = None
+
+    def _count(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+            self.usage = Usage(
+                prompt if isinstance(prompt, int) else 0,
+                completion if isinstance(completion, int) else 0,
+            )
+
+    def cursor(self) -> Cursor:
+        return Cursor(
+            self._response_id,
+            self._created_at,
+            self._seq,
+            dict(self._done),
+            self._open,
+            self._outputs,
+        )
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        event = error_event(error_type, message or error_type, self._seq)
+        self._seq += 1
+        return event
+
+    def terminator(self) -> bytes:
+        # Only a final event finishes a Responses stream, and it is its own terminator.
+        return b""
