@@ -283,7 +283,10 @@ def test_the_pivot_reaches_anthropic_through_the_existing_mapping() -> None:
     ]
     assert [b["type"] for b in anthropic["messages"][1]["content"]] == ["tool_use"]
     assert anthropic["messages"][2]["content"][0]["type"] == "tool_result"
-    assert [t["name"] for t in anthropic["tools"]] == ["exec_command", "multi_agent_v1__close_agent"]
+    assert [t["name"] for t in anthropic["tools"]] == [
+        "exec_command",
+        "multi_agent_v1__close_agent",
+    ]
 
 
 def test_the_pivot_reaches_bedrock_through_the_existing_mapping() -> None:
