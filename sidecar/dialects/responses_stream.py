@@ -1,4 +1,5 @@
-"""A native Responses stream (OpenAI, Azure v1) relayed to a Responses caller, event by event.
+"""Responses streams: a native one (OpenAI, Azure v1) relayed event by event, and the pivot's
+chat chunks written as Responses events for translated backends (`ResponsesSink`).
 
 Commit-point rules for Responses streams:
 - content (commits): the first `response.output_text.delta`, `response.refusal.delta`,
@@ -24,8 +25,10 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.backends.base import StreamAdapter, StreamStep, Usage
-from sidecar.dialects.responses_response import Cursor, OpenItem
+from sidecar.call import StreamAdapter, StreamStep, Usage
+from sidecar.dialects.pivot import InBandError, Sink
+from sidecar.dialects.responses_request import ToolNames
+from sidecar.dialects.responses_response import Cursor, OpenItem, ResponsesEvents
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, classify_error_event
 
@@ -95,18 +98,11 @@ class ResponsesStream(StreamAdapter):
         "_outputs",
         "_response_id",
         "_seq",
-        "resume",
-        "text",
-        "text_only",
-        "usage",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self._decoder = SSEDecoder()
-        self.usage = Usage()
-        self.text: list[str] = []
-        self.text_only = True
-        self.resume = False
         self._seq = 0
         self._response_id = ""
         self._created_at = 0
@@ -237,3 +233,33 @@ class ResponsesStream(StreamAdapter):
     def terminator(self) -> bytes:
         # Only a final event finishes a Responses stream, and it is its own terminator.
         return b""
+
+
+class ResponsesSink(Sink):
+    """Any pivot `Source` (OpenAI chat SSE, Anthropic SSE, Bedrock ConverseStream) with this sink
+    serves a Responses caller: each vendor's stream maps once, to chat chunks."""
+
+    def __init__(self, *, request: JSON, names: ToolNames, model: str) -> None:
+        self.events = ResponsesEvents(request=request, names=names, model=model)
+
+    def write(self, chunk: JSON) -> bytes:
+        return self._closing(self.events.feed(chunk))
+
+    def close(self) -> bytes:
+        return self._closing(self.events.close())
+
+    def error(self, e: InBandError) -> bytes:
+        return self._closing(self.events.error_from_envelope(e.envelope))
+
+    def terminal_error(self, message: str, error_type: str) -> bytes:
+        return self._closing(self.events.error(error_type, message or error_type))
+
+    def _closing(self, out: bytes) -> bytes:
+        self.closed = self.events.closed
+        return out
+
+    def cursor(self) -> Cursor:
+        return self.events.cursor()
+
+    def resume_from(self, cursor: Cursor) -> None:
+        self.events.resume_from(cursor)

@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.dialects.anthropic import openai_request_to_anthropic
+from sidecar.dialects.anthropic_request import openai_request_to_anthropic
 from sidecar.dialects.bedrock import openai_request_to_converse
 from sidecar.dialects.errors import TranslationError
 from sidecar.dialects.responses_request import (

@@ -9,10 +9,10 @@ from dialects.conftest import Serve
 
 from sidecar.backends.anthropic import AnthropicSource
 from sidecar.backends.openai_messages import OpenAISource
-from sidecar.backends.pivot import PivotStream
-from sidecar.backends.responses_pivot import ResponsesSink
+from sidecar.dialects.pivot import PivotStream
 from sidecar.dialects.responses_request import ToolNames, to_chat
 from sidecar.dialects.responses_response import ResponsesEvents, chat_to_response
+from sidecar.dialects.responses_stream import ResponsesSink
 
 JSON = dict[str, Any]
 REQUEST: JSON = {"model": "gpt-test", "input": "hi", "stream": True, "instructions": "Be brief."}

@@ -10,7 +10,7 @@ from fakes.responses_upstream import Script, event, stream_events
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.backends.base import StreamStep
+from sidecar.call import StreamStep
 from sidecar.dialects.responses_request import ToolNames
 from sidecar.dialects.responses_response import ResponsesEvents
 from sidecar.dialects.responses_stream import ResponsesStream
