@@ -17,6 +17,8 @@ from sidecar.failure import FailureClass
 class Route(enum.StrEnum):
     CHAT_COMPLETIONS = "chat_completions"
     MESSAGES = "messages"
+    RESPONSES = "responses"
+    COUNT_TOKENS = "count_tokens"
     EMBEDDINGS = "embeddings"
     MODELS = "models"
     PASSTHROUGH = "passthrough"
@@ -45,6 +47,9 @@ class Call:
     headers: Mapping[str, str]
     request_id: str
     chain: str
+    # A stream-recovery continuation of a Responses stream: where the caller's stream stands
+    # (`sidecar.dialects.responses_response.Cursor`), so that the continuation goes on in it.
+    resume_from: Any = None
 
     @property
     def include_usage(self) -> bool:
@@ -120,3 +125,8 @@ class StreamAdapter(ABC):
     @abstractmethod
     def terminator(self) -> bytes:
         """What closes a stream that finished but lacked its terminator."""
+
+    def cursor(self) -> Any:
+        """Where the caller's stream stands, for a recovery continuation that must go on in it
+        (Responses: the response id, sequence numbers and open message); None elsewhere."""
+        return None

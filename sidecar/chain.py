@@ -415,4 +415,4 @@ class FallbackChain:
             return replies.circuits_open(dialect, self.name, circuits)
         if untranslatable is not None:
             return replies.untranslatable(dialect, untranslatable.message, untranslatable.param)
-        return replies.unsupported(dialect, self.name)
+        return replies.unsupported(dialect, self.name, call.route)

@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import orjson
 
-from sidecar.call import Call
+from sidecar.call import Call, Route, StreamAdapter
+from sidecar.dialects import responses_request
 from sidecar.chain import AttemptRecord, FallbackChain
 from sidecar.stream import Committed
 
@@ -35,8 +36,21 @@ class Recovery:
         text = broken.adapter.text
         if not broken.adapter.text_only or not all(isinstance(t, str) for t in text):
             return None
-        cont = with_prefill(call, "".join(text))
+        if call.route is Route.RESPONSES:
+            cont = with_responses_prefill(call, "".join(text), broken.adapter)
+        else:
+            cont = with_prefill(call, "".join(text))
         return await self._chain.continuation(cont, after=broken.backend, trail=self.attempts)
+
+
+def with_responses_prefill(call: Call, text: str, adapter: StreamAdapter) -> Call:
+    """The continuation of a Responses stream: the text as a trailing assistant item, and where
+    the caller's stream stands, so that the continuation goes on in its open message with the
+    next sequence numbers."""
+    assert call.body is not None
+    body = responses_request.with_prefill(call.body, text)
+    cursor = adapter.cursor()
+    return replace(call, body=body, raw=orjson.dumps(body), stream=True, resume_from=cursor)
 
 
 def with_prefill(call: Call, text: str) -> Call:

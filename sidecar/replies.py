@@ -7,7 +7,9 @@ sidecar's own error when every backend failed, was skipped, or the budget ran ou
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sidecar.call import Dialect
+import orjson
+
+from sidecar.call import Dialect, Route
 from sidecar.circuit import Circuit, retry_after_header
 from sidecar.dialects.caller import error_body
 from sidecar.failure import Failure, FailureClass, status_of
@@ -52,8 +54,15 @@ def untranslatable(dialect: Dialect, message: str, param: str | None) -> Reply:
     return Reply(400, error_body(dialect, 400, message, param=param))
 
 
-def unsupported(dialect: Dialect, chain: str) -> Reply:
+def unsupported(dialect: Dialect, chain: str, route: Route) -> Reply:
     msg = f"no backend of chain {chain!r} serves this route"
+    if route is Route.COUNT_TOKENS:
+        # Counting is the serving model's own tokenizer: no other backend can guess it.
+        error = {
+            "type": "not_supported",
+            "message": msg + " (count_tokens needs an anthropic backend)",
+        }
+        return Reply(501, orjson.dumps({"type": "error", "error": error}))
     return Reply(400, error_body(dialect, 400, msg, code="unsupported"))
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sidecar.call import Call, Dialect, Route
 from sidecar.chain import AttemptRecord, FallbackChain, Outcome
+from sidecar.dialects import responses_request
 from sidecar.dialects.caller import error_body
 from sidecar.headers import to_upstream
 from sidecar.logs import AccessLog
@@ -35,10 +36,12 @@ log = logging.getLogger("sidecar.routes")
 ROUTES: dict[str, tuple[Route, str, Dialect]] = {
     "/v1/chat/completions": (Route.CHAT_COMPLETIONS, "POST", Dialect.OPENAI),
     "/v1/messages": (Route.MESSAGES, "POST", Dialect.ANTHROPIC),
+    "/v1/messages/count_tokens": (Route.COUNT_TOKENS, "POST", Dialect.ANTHROPIC),
+    "/v1/responses": (Route.RESPONSES, "POST", Dialect.OPENAI),
     "/v1/embeddings": (Route.EMBEDDINGS, "POST", Dialect.OPENAI),
     "/v1/models": (Route.MODELS, "GET", Dialect.OPENAI),
 }
-_NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+_NEEDS_MESSAGES = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.COUNT_TOKENS})
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _QUOTED_MAX = 64
@@ -263,6 +266,8 @@ class Proxy:
             body = _json_object(raw)
             if route in _NEEDS_MESSAGES and not isinstance(body.get("messages"), list):
                 raise Rejected(400, "'messages' must be a list", "invalid_request")
+            if route is Route.RESPONSES and (why := responses_request.check(body)) is not None:
+                raise Rejected(400, why, "invalid_request")
         model = body.get("model") if body is not None else _peek_model(raw)
         if model is not None and not isinstance(model, str):
             raise Rejected(400, "'model' must be a string", "invalid_request")

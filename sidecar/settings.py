@@ -129,6 +129,8 @@ class BackendSettings(_FromMapping):
     retries: int = Field(0, ge=0)
     retry_backoff_s: Seconds = 0.5
     prefill: bool = False
+    # openai/azure: serve `/v1/responses` natively, or translated to chat completions.
+    responses: Literal["native", "chat"] = "native"
     max_connections: int = Field(100, gt=0)
     headers: str | None = None
     deployment: str | None = None
@@ -141,7 +143,7 @@ class BackendSettings(_FromMapping):
     aws_session_token: SecretStr | None = None
     aws_profile: str | None = None
 
-    @field_validator("kind", mode="before")
+    @field_validator("kind", "responses", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v

@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 
 from sidecar import headers as h
+from sidecar.backends import responses
 from sidecar.backends.base import (
     BackendAdapter,
     InvalidResponse,
@@ -52,7 +53,9 @@ DEFAULT_MAX_TOKENS: Final = 4096
 
 
 class AnthropicBackend(BackendAdapter):
-    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+    routes = frozenset(
+        {Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.RESPONSES, Route.COUNT_TOKENS}
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,14 +66,17 @@ class AnthropicBackend(BackendAdapter):
         self._static["x-api-key"] = key.get_secret_value()
 
     def build(self, call: Call) -> UpstreamRequest:
-        caller_speaks_anthropic = call.route is Route.MESSAGES
+        if call.route is Route.RESPONSES:
+            return responses.build(self, call)
+        caller_speaks_anthropic = call.route in (Route.MESSAGES, Route.COUNT_TOKENS)
         own = "anthropic-" if caller_speaks_anthropic else ""
         headers = h.kept_by(call.headers, h.KEPT["anthropic"], own)
         headers.update(self._static)
         headers.setdefault("anthropic-version", self.backend.settings.anthropic_version)
         headers["x-request-id"] = call.request_id
         body = self._messages_body(call) if caller_speaks_anthropic else self._chat_body(call)
-        return UpstreamRequest("POST", self._url, headers, body)
+        url = self._url + "/count_tokens" if call.route is Route.COUNT_TOKENS else self._url
+        return UpstreamRequest("POST", url, headers, body)
 
     def _messages_body(self, call: Call) -> bytes:
         assert call.body is not None
@@ -99,7 +105,13 @@ class AnthropicBackend(BackendAdapter):
         return call.model or self.model_for(None) or ""
 
     def answer(self, call: Call, body: bytes) -> Answer:
+        if call.route is Route.RESPONSES:
+            return responses.answer(self, call, body, model=self.caller_model(call))
         parsed = json_object_body(body)
+        if call.route is Route.COUNT_TOKENS:
+            if not isinstance(parsed.get("input_tokens"), int):
+                raise InvalidResponse("upstream answered 2xx without input_tokens")
+            return Answer(body)
         if not isinstance(parsed.get("content"), list):
             raise InvalidResponse("upstream answered 2xx without content")
         usage = parsed.get("usage")
@@ -111,8 +123,10 @@ class AnthropicBackend(BackendAdapter):
         return Answer(orjson.dumps(translated), tokens)
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        if call.route is Route.RESPONSES:
+            return responses.error_body(self, call, status, body)
         parsed = json_object(body.decode("utf-8", "replace"))
-        if call.route is Route.MESSAGES:
+        if call.route in (Route.MESSAGES, Route.COUNT_TOKENS):
             if parsed is not None and parsed.get("type") == "error":
                 return body
             message = body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
@@ -121,6 +135,8 @@ class AnthropicBackend(BackendAdapter):
         return orjson.dumps(anthropic_error_to_openai(parsed if parsed is not None else body))
 
     def stream(self, call: Call) -> StreamAdapter:
+        if call.route is Route.RESPONSES:
+            return responses.stream(self, call, model=self.caller_model(call))
         if call.route is Route.MESSAGES:
             return AnthropicStream()
         source = AnthropicSource(model=self.caller_model(call), include_usage=call.include_usage)

@@ -14,7 +14,11 @@ from sidecar.backends.openai import OpenAIBackend
 from sidecar.call import Call, Route
 from sidecar.settings import Backend
 
-_OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
+_OPERATIONS = {
+    Route.CHAT_COMPLETIONS: "chat/completions",
+    Route.EMBEDDINGS: "embeddings",
+    Route.RESPONSES: "responses",
+}
 
 
 # The first Azure API version that accepts `stream_options`; older ones answer 400 to it.
@@ -35,6 +39,9 @@ class AzureBackend(OpenAIBackend):
         s = self.backend.settings
         root = self.backend.base_url.rstrip("/")
         op = call.path if call.route is Route.PASSTHROUGH else _OPERATIONS[call.route]
+        if s.api_version and call.route is Route.RESPONSES:
+            # Classic Azure serves Responses at the resource, the deployment as the model.
+            return f"{root}/openai/responses?api-version={quote(s.api_version)}"
         if s.api_version:
             assert s.deployment is not None  # settings require it with API_VERSION
             query = f"api-version={quote(s.api_version)}"
@@ -46,7 +53,7 @@ class AzureBackend(OpenAIBackend):
 
     def sent_model(self, call: Call) -> str | None:
         s = self.backend.settings
-        if s.deployment and not s.api_version:
+        if s.deployment and (not s.api_version or call.route is Route.RESPONSES):
             return s.deployment
         return self.model_for(call.model)
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import orjson
 
+from sidecar.backends import responses
 from sidecar.backends.base import BackendAdapter, InvalidResponse, KindSpec, Untranslatable
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.anthropic_request import anthropic_request_to_openai
@@ -69,7 +70,7 @@ EXCEPTION_STATUS: Final[dict[str, int]] = {
 
 
 class BedrockBackend(BackendAdapter):
-    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.RESPONSES})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,6 +81,8 @@ class BedrockBackend(BackendAdapter):
         ).rstrip("/")
 
     def build(self, call: Call) -> UpstreamRequest:
+        if call.route is Route.RESPONSES:
+            return responses.build(self, call)
         assert call.body is not None
         model = self.model_for(call.model)
         if model is None:
@@ -99,6 +102,8 @@ class BedrockBackend(BackendAdapter):
         return call.model or self.model_for(None) or ""
 
     def answer(self, call: Call, body: bytes) -> Answer:
+        if call.route is Route.RESPONSES:
+            return responses.answer(self, call, body, model=self.caller_model(call))
         try:
             parsed = orjson.loads(body)
             openai = converse_response_to_openai(parsed, model=self.caller_model(call))
@@ -112,6 +117,8 @@ class BedrockBackend(BackendAdapter):
         return Answer(orjson.dumps(openai), usage)
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        if call.route is Route.RESPONSES:
+            return responses.error_body(self, call, status, body)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -124,6 +131,8 @@ class BedrockBackend(BackendAdapter):
         return orjson.dumps(envelope)
 
     def stream(self, call: Call) -> StreamAdapter:
+        if call.route is Route.RESPONSES:
+            return responses.stream(self, call, model=self.caller_model(call))
         model = self.caller_model(call)
         sink: Sink = AnthropicSink(model=model) if _anthropic(call) else OpenAISink()
         # Anthropic callers read the final usage from message_delta: the sink needs the chunk.

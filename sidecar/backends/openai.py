@@ -6,6 +6,11 @@ or `stream_options.include_usage` added to a stream so that tokens can be counte
 Anthropic callers (`/v1/messages`) are served by the chat completions operation, translated both
 ways in `sidecar.backends.openai_messages`, imported on the first such request: the OpenAI path
 neither parses nor loads anything for them.
+
+Responses callers (`/v1/responses`) get the `responses` operation, bytes through, with
+`RESPONSES=native` (the default); with `RESPONSES=chat` (servers that only have chat
+completions) they are translated by `sidecar.backends.responses`. A stream-recovery continuation
+is always translated: only the chat operation continues a trailing assistant message.
 """
 
 import dataclasses
@@ -14,25 +19,36 @@ from typing import Any
 
 import orjson
 
-from sidecar.backends import passthrough
+from sidecar.backends import passthrough, responses
 from sidecar.backends.base import (
     BackendAdapter,
     InvalidResponse,
     KindSpec,
     json_object_body,
 )
-from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
 from sidecar.dialects.openai import OpenAIStream, usage_of
+from sidecar.dialects.responses_stream import ResponsesStream
 from sidecar.headers import relayed
 from sidecar.settings import Backend, ConfigError
 
-_OPERATIONS = {Route.CHAT_COMPLETIONS: "chat/completions", Route.EMBEDDINGS: "embeddings"}
+_OPERATIONS = {
+    Route.CHAT_COMPLETIONS: "chat/completions",
+    Route.EMBEDDINGS: "embeddings",
+    Route.RESPONSES: "responses",
+}
 _USAGE_FIRST = b'{"stream_options":{"include_usage":true},'
 
 
 class OpenAIBackend(BackendAdapter):
     routes = frozenset(
-        {Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.EMBEDDINGS, Route.PASSTHROUGH}
+        {
+            Route.CHAT_COMPLETIONS,
+            Route.MESSAGES,
+            Route.RESPONSES,
+            Route.EMBEDDINGS,
+            Route.PASSTHROUGH,
+        }
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,7 +72,15 @@ class OpenAIBackend(BackendAdapter):
     def sent_model(self, call: Call) -> str | None:
         return self.model_for(call.model)
 
+    def translates(self, call: Call) -> bool:
+        """A Responses call served through chat completions."""
+        return call.route is Route.RESPONSES and (
+            self.backend.settings.responses == "chat" or call.resume_from is not None
+        )
+
     def build(self, call: Call) -> UpstreamRequest:
+        if self.translates(call):
+            return responses.build(self, call)
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
@@ -76,7 +100,13 @@ class OpenAIBackend(BackendAdapter):
         body = call.body
         assert body is not None  # every route but pass-through is parsed JSON
         model = self.sent_model(call)
-        add_usage = call.stream and not call.include_usage and self.asks_usage
+        # Responses streams carry their usage in the final event.
+        add_usage = (
+            call.stream
+            and not call.include_usage
+            and self.asks_usage
+            and call.route is not Route.RESPONSES
+        )
         if model == body.get("model"):
             if not add_usage:
                 return call.raw
@@ -100,7 +130,11 @@ class OpenAIBackend(BackendAdapter):
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.PASSTHROUGH:
             return passthrough.answer(body)
+        if self.translates(call):
+            return responses.answer(self, call, body, model=self.caller_model(call))
         parsed = json_object_body(body)
+        if call.route is Route.RESPONSES:
+            return _native_response(parsed, body)
         if call.route is Route.CHAT_COMPLETIONS and not isinstance(parsed.get("choices"), list):
             raise InvalidResponse("upstream answered 2xx without choices")
         answer = Answer(body)
@@ -113,6 +147,8 @@ class OpenAIBackend(BackendAdapter):
         return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        if self.translates(call):
+            return responses.error_body(self, call, status, body)
         if call.route is not Route.MESSAGES:
             return body
         from sidecar.backends import openai_messages
@@ -126,6 +162,10 @@ class OpenAIBackend(BackendAdapter):
             return openai_messages.stream(model=self.caller_model(call))
         if call.route is Route.PASSTHROUGH:
             return passthrough.PassthroughStream()
+        if self.translates(call):
+            return responses.stream(self, call, model=self.caller_model(call))
+        if call.route is Route.RESPONSES:
+            return ResponsesStream()
         return OpenAIStream(include_usage=call.include_usage)
 
     def reads_stream(self, call: Call, content_type: str) -> bool:
@@ -137,6 +177,21 @@ class OpenAIBackend(BackendAdapter):
         if call.route is Route.PASSTHROUGH:
             return passthrough.response_headers(headers)
         return relayed(headers, "openai")
+
+
+def _native_response(parsed: dict[str, Any], body: bytes) -> Answer:
+    if not isinstance(parsed.get("output"), list):
+        raise InvalidResponse("upstream answered 2xx without output")
+    found = parsed.get("usage")
+    usage: dict[str, Any] = found if isinstance(found, dict) else {}
+    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+    return Answer(
+        body,
+        Usage(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else 0,
+        ),
+    )
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -249,7 +249,11 @@ class ResponsesSink(Sink):
         return self._closing(self.events.close())
 
     def error(self, e: InBandError) -> bytes:
-        return self._closing(self.events.error_from_envelope(e.envelope))
+        return self.error_event(e.envelope)
+
+    def error_event(self, envelope: JSON) -> bytes:
+        """An OpenAI error envelope as the stream's `error` event."""
+        return self._closing(self.events.error_from_envelope(envelope))
 
     def terminal_error(self, message: str, error_type: str) -> bytes:
         return self._closing(self.events.error(error_type, message or error_type))
