@@ -11,8 +11,8 @@ from dataclasses import replace
 import orjson
 
 from sidecar.call import Call, Route, StreamAdapter
-from sidecar.dialects import responses_request
 from sidecar.chain import AttemptRecord, FallbackChain
+from sidecar.dialects import responses_request
 from sidecar.stream import Committed
 
 

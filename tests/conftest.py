@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI, Script
@@ -184,3 +185,31 @@ def streamed_text(text: str) -> str:
             for choice in obj.get("choices", []):
                 parts.append(choice.get("delta", {}).get("content") or "")
     return "".join(parts)
+
+
+Serve = Callable[[bytes], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Serves the given bytes as the answer to POST /v1/responses, as an upstream would: for
+    dialect tests that need a real client reading real bytes."""
+    runners: list[web.AppRunner] = []
+
+    async def start(body: bytes) -> str:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(body=body, content_type="text/event-stream")
+
+        app = web.Application()
+        app.router.add_post("/v1/responses", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

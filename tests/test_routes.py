@@ -257,7 +257,7 @@ async def test_passthrough_relays_other_v1_paths_byte_for_byte(
     b = await fake(Script(body=raw, headers={"X-Upstream": "yes", "Set-Cookie": "a=b"}))
     sc = await sidecar(chain_env(a, b))
     async with http.post(
-        sc.url + "/v1/responses?foo=bar",
+        sc.url + "/v1/realtime/sessions?foo=bar",
         data=b"any bytes \x00\x01",
         headers={
             "Authorization": "Bearer caller",
@@ -270,7 +270,7 @@ async def test_passthrough_relays_other_v1_paths_byte_for_byte(
         assert r.headers["x-sidecar-backend"] == "b1"
         assert r.headers["x-sidecar-failures"] == "b0=overloaded"
     seen = b.seen[0]
-    assert seen.path == "/v1/responses"
+    assert seen.path == "/v1/realtime/sessions"
     assert seen.query == "foo=bar"
     assert seen.body == b"any bytes \x00\x01"
     assert seen.headers["x-custom"] == "kept"
@@ -348,7 +348,7 @@ async def test_passthrough_event_streams_are_relayed_as_they_arrive(
     )
     a = await fake(Script(body=events, headers={"Content-Type": "text/event-stream"}))
     sc = await sidecar(chain_env(a))
-    async with http.post(sc.url + "/v1/responses", json={"model": "m", "stream": True}) as r:
+    async with http.post(sc.url + "/v1/threads/runs", json={"model": "m", "stream": True}) as r:
         assert r.headers.getall("content-type") == ["text/event-stream"]
         assert await r.read() == events
 

@@ -5,7 +5,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from dialects.conftest import Serve
+from conftest import Serve
 
 from sidecar.backends.anthropic import AnthropicSource
 from sidecar.backends.openai_messages import OpenAISource

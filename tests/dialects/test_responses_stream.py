@@ -5,7 +5,7 @@ import itertools
 import openai
 import orjson
 import pytest
-from dialects.conftest import Serve
+from conftest import Serve
 from fakes.responses_upstream import Script, event, stream_events
 from hypothesis import given
 from hypothesis import strategies as st
