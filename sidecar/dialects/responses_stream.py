@@ -133,8 +133,15 @@ class ResponsesStream(StreamAdapter):
                 step.error = (classify_error_event(obj), raw)
                 break
             if name == "response.failed":
-                error = (obj.get("response") or {}).get("error") or {}
-                step.error = (classify_error_event(error), raw)
+                # Relayed as the stream's one `error` event: the caller's stream ends like every
+                # other broken one, whoever broke it.
+                found = (obj.get("response") or {}).get("error")
+                error: JSON = found if isinstance(found, dict) else {}
+                code = str(error.get("code") or "server_error")
+                message = str(error.get("message") or "the upstream response failed")
+                # In the failed event's place: its number (`_number` counted it already).
+                failed = error_event(code, message, self._seq - 1)
+                step.error = (classify_error_event(error), failed)
                 break
             self._inspect(name, obj, step)
             out.append(raw)

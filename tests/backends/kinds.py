@@ -3,8 +3,9 @@
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import FakeOpenAI
+from fakes.responses_upstream import FakeResponses
 
-Fake = FakeOpenAI | FakeAnthropic | FakeBedrock
+Fake = FakeOpenAI | FakeAnthropic | FakeBedrock | FakeResponses
 
 ANTHROPIC_KEY = "sk-ant-canary-0123456789"
 OPENAI_KEY = "sk-openai-canary-0123456789"
@@ -27,7 +28,7 @@ def backend_env(name: str, fake: Fake) -> dict[str, str]:
                 p + "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
                 p + "MODEL": BEDROCK_MODEL,
             }
-        case FakeOpenAI():
+        case FakeOpenAI() | FakeResponses():
             return {p + "BASE_URL": fake.url, p + "API_KEY": OPENAI_KEY}
 
 

@@ -108,16 +108,30 @@ def test_an_error_before_content_is_classified_like_a_chat_error_event(
     step = ResponsesStream().feed(b"".join(raw))
     assert step.error is not None and not step.content
     assert step.error[0] is cls
-    assert step.error[1] == raw[0]
+    if end == "error_first":
+        assert step.error[1] == raw[0]
+    else:  # a response.failed becomes the stream's one error event, in its place
+        assert orjson.loads(step.error[1].split(b"data: ")[1]) == {
+            "type": "error",
+            "code": code,
+            "message": "upstream died",
+            "param": None,
+            "sequence_number": 0,
+        }
 
 
 @pytest.mark.parametrize("end", ["error", "failed"])
-def test_an_error_after_commit_is_relayed_as_the_streams_end(end: str) -> None:
+def test_an_error_after_commit_ends_the_stream_as_one_error_event(end: str) -> None:
     raw = events_of(Script(text="a b c d", end=end, after=2))
     _, steps = feed_each(raw)
     assert any(s.content for s in steps[:-1])
     last = steps[-1]
-    assert last.error is not None and last.out == b"" and last.error[1] == raw[-1]
+    assert last.error is not None and last.out == b""
+    relayed = orjson.loads(last.error[1].split(b"data: ")[1])
+    original = orjson.loads(raw[-1].split(b"data: ")[1])
+    assert relayed["type"] == "error"
+    assert relayed["sequence_number"] == original["sequence_number"]
+    assert relayed["code"] == "server_error"
     assert not any(s.finished for s in steps)
 
 

@@ -53,6 +53,16 @@ class FakeAnthropic(Loopback[Script, Seen]):
     def __init__(self, default: Script | None = None) -> None:
         super().__init__(default or Script())
         self.app.router.add_post("/v1/messages", self._handle)
+        self.app.router.add_post("/v1/messages/count_tokens", self._count)
+
+    async def _count(self, request: web.Request) -> web.Response:
+        """A token count: one per whitespace-separated word of the request's messages."""
+        body = await request.read()
+        s = await self.take(Seen(request.path, lower_headers(request), body))
+        if s.status != 200:
+            return _error_response(s)
+        words = len(orjson.dumps(orjson.loads(body).get("messages")).split())
+        return web.json_response({"input_tokens": words}, headers={"request-id": "req_fake"})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
