@@ -60,7 +60,7 @@ def unsupported(dialect: Dialect, chain: str, route: Route) -> Reply:
         # Counting is the serving model's own tokenizer: no other backend can guess it.
         error = {
             "type": "not_supported",
-            "message": msg + " (count_tokens needs an anthropic backend)",
+            "message": msg + " (count_tokens needs an anthropic or bedrock backend)",
         }
         return Reply(501, orjson.dumps({"type": "error", "error": error}))
     return Reply(400, error_body(dialect, 400, msg, code="unsupported"))

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from sidecar.call import UpstreamRequest
-from sidecar.dialects.bedrock import Converse
+from sidecar.dialects.bedrock import Converse, CountTokens
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
 from sidecar.upstream import TAIL_S, HttpResponse, Tails, UpstreamError
@@ -155,10 +155,13 @@ class BedrockUpstream:
         from botocore.exceptions import BotoCoreError, ClientError
 
         call = req.payload
-        assert isinstance(call, Converse)
+        assert isinstance(call, Converse | CountTokens)
         token = _REQUEST_ID.set(req.headers.get("x-request-id"))
         try:
             client = await self._open()
+            if isinstance(call, CountTokens):
+                counted = await client.count_tokens(**call.params)
+                return BedrockResponse(200, _headers(counted), orjson.dumps(counted, default=_blob))
             if call.stream:
                 resp = await client.converse_stream(**call.params)
                 stream = resp["stream"]

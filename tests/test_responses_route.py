@@ -381,3 +381,23 @@ async def test_count_tokens_without_an_anthropic_backend_is_a_501_not_supported(
     assert got.json["type"] == "error"
     assert got.json["error"]["type"] == "not_supported"
     assert a.seen == []
+
+
+async def test_count_tokens_on_bedrock_calls_its_count_tokens_operation(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("br", bedrock)))
+    body = {
+        "model": "claude-test",
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "one two three"}],
+    }
+    got = await post(http, sc.url, body, "/v1/messages/count_tokens")
+    assert got.status == 200, got.text
+    assert got.json == {"input_tokens": got.json["input_tokens"]}
+    assert got.json["input_tokens"] > 0
+    seen = bedrock.seen[0]
+    assert seen.operation == "count-tokens"
+    counted = seen.json["input"]["converse"]
+    assert counted["system"] == [{"text": "be brief"}]
+    assert counted["messages"] == [{"role": "user", "content": [{"text": "one two three"}]}]

@@ -29,8 +29,10 @@ from sidecar.dialects.anthropic_response import (
 from sidecar.dialects.bedrock import (
     Converse,
     ConverseStreamToOpenAI,
+    CountTokens,
     bedrock_error_to_openai,
     converse_response_to_openai,
+    count_tokens_params,
     openai_request_to_converse,
 )
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
@@ -70,7 +72,9 @@ EXCEPTION_STATUS: Final[dict[str, int]] = {
 
 
 class BedrockBackend(BackendAdapter):
-    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.RESPONSES})
+    routes = frozenset(
+        {Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.RESPONSES, Route.COUNT_TOKENS}
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,9 +98,12 @@ class BedrockBackend(BackendAdapter):
             raise Untranslatable(e.message, e.param) from None
         # Informational (logs, errors): the seam calls the operation, not this URL.
         op = "converse-stream" if call.stream else "converse"
+        payload: Converse | CountTokens = Converse(call.stream, params)
+        if call.route is Route.COUNT_TOKENS:
+            op, payload = "count-tokens", CountTokens(count_tokens_params(params))
         url = f"{self._endpoint}/model/{quote(model, safe='')}/{op}"
         headers = {"x-request-id": call.request_id}
-        return UpstreamRequest("POST", url, headers, b"", payload=Converse(call.stream, params))
+        return UpstreamRequest("POST", url, headers, b"", payload=payload)
 
     def caller_model(self, call: Call) -> str:
         return call.model or self.model_for(None) or ""
@@ -104,6 +111,8 @@ class BedrockBackend(BackendAdapter):
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.RESPONSES:
             return responses.answer(self, call, body, model=self.caller_model(call))
+        if call.route is Route.COUNT_TOKENS:
+            return _counted(body)
         try:
             parsed = orjson.loads(body)
             openai = converse_response_to_openai(parsed, model=self.caller_model(call))
@@ -141,7 +150,18 @@ class BedrockBackend(BackendAdapter):
 
 
 def _anthropic(call: Call) -> bool:
-    return call.route is Route.MESSAGES
+    return call.route in (Route.MESSAGES, Route.COUNT_TOKENS)
+
+
+def _counted(body: bytes) -> Answer:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    tokens = parsed.get("inputTokens") if isinstance(parsed, dict) else None
+    if not isinstance(tokens, int):
+        raise InvalidResponse("Bedrock answered CountTokens without inputTokens")
+    return Answer(orjson.dumps({"input_tokens": tokens}))
 
 
 def _to_anthropic(openai: JSON, model: str) -> JSON:

@@ -47,8 +47,10 @@ from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 __all__ = [
     "Converse",
     "ConverseStreamToOpenAI",
+    "CountTokens",
     "bedrock_error_to_openai",
     "converse_response_to_openai",
+    "count_tokens_params",
     "openai_request_to_converse",
 ]
 
@@ -61,6 +63,23 @@ class Converse:
 
     stream: bool
     params: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class CountTokens:
+    """One CountTokens call (Anthropic callers' `/v1/messages/count_tokens`): the Converse
+    request's messages, system and tools, counted by the model's own tokenizer."""
+
+    params: JSON
+
+
+# What of a Converse request CountTokens counts (its `input.converse` shape).
+COUNTED: Final = ("messages", "system", "toolConfig", "additionalModelRequestFields")
+
+
+def count_tokens_params(converse: JSON) -> JSON:
+    counted = {k: converse[k] for k in COUNTED if k in converse}
+    return {"modelId": converse["modelId"], "input": {"converse": counted}}
 
 
 IMAGE_FORMATS: Final[dict[str, str]] = {

@@ -69,6 +69,17 @@ class FakeBedrock(Loopback[Script, Seen]):
         self.cancelled: list[float] = []
         self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
         self.app.router.add_post("/model/{model_id:.+}/converse-stream", self._converse_stream)
+        self.app.router.add_post("/model/{model_id:.+}/count-tokens", self._count_tokens)
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """One token per whitespace-separated word of the request's `input`."""
+        s = await self._next(request, "count-tokens")
+        if s.error is not None:
+            return error_response(s.error)
+        counted = orjson.loads(self.seen[-1].body)["input"]
+        return web.json_response(
+            {"inputTokens": len(orjson.dumps(counted).split())}, headers=_request_id()
+        )
 
     async def _next(self, request: web.Request, operation: str) -> Script:
         body = await request.read()
