@@ -184,6 +184,7 @@ class FakeClaude:
         self._plan: Iterator[str] = itertools.cycle(schedule)
         self.app = web.Application()
         self.app.router.add_post("/v1/messages", self._messages)
+        self.app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
 
     async def start(self) -> str:
@@ -205,6 +206,11 @@ class FakeClaude:
             return await self._stream(request, model)
         text = {"type": "text", "text": " ".join(_WORDS)}
         return web.json_response(_claude_message(model, [text], "end_turn", len(_WORDS)))
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        # A word is a token here: Claude Code asks before it sends, the number is what it shows.
+        body = await request.read()
+        return web.json_response({"input_tokens": len(body.split())})
 
     async def _tool_use(
         self, request: web.Request, model: str, tool: str, *, stream: bool
@@ -310,6 +316,9 @@ def demo_env(flaky_url: str, claude_url: str, healthy_url: str) -> dict[str, str
         "SIDECAR_LOG_LEVEL": "WARNING",
         "FLAKY_BASE_URL": flaky_url,
         "FLAKY_API_KEY": "sk-demo-flaky-key",
+        # The OpenAI-like fakes have chat completions only, like vLLM or Ollama: Responses
+        # callers are translated for them.
+        "FLAKY_RESPONSES": "chat",
         "FLAKY_FIRST_TOKEN_TIMEOUT_S": "1.5",
         "FLAKY_RESPONSE_TIMEOUT_S": "1.5",
         "CLAUDE_KIND": "anthropic",
@@ -318,6 +327,7 @@ def demo_env(flaky_url: str, claude_url: str, healthy_url: str) -> dict[str, str
         "HEALTHY_BASE_URL": healthy_url,
         "HEALTHY_API_KEY": "sk-demo-healthy-key",
         "HEALTHY_PREFILL": "true",
+        "HEALTHY_RESPONSES": "chat",
     }
 
 
@@ -418,6 +428,8 @@ Try it:
        -d '{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}'
   curl -s {url}/v1/messages -H 'content-type: application/json' \\
        -d '{{"model":"claude-demo","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}]}}'
+  curl -sN {url}/v1/responses -H 'content-type: application/json' \\
+       -d '{{"model":"gpt-4o-mini","stream":true,"input":"hi"}}'
   (the README shows the same with the openai and anthropic SDKs)
 Ctrl-C stops it.
 """
@@ -482,6 +494,7 @@ async def _traffic(url: str, sidecar: Any, limit: int, banner: str) -> None:
 
 _CHAT = ("/v1/chat/completions", "data: [DONE]")
 _MESSAGES = ("/v1/messages", 'data: {"type":"message_stop"}')
+_RESPONSES = ("/v1/responses", "event: response.completed")
 
 
 async def _worker(
@@ -494,20 +507,20 @@ async def _worker(
             return
         tally.sent += 1
         stream = n % 3 == 0
-        # Every fourth request speaks Anthropic, to show translation both ways.
-        path, end = _MESSAGES if n % 4 == 2 else _CHAT
-        body = {
-            "model": "gpt-4o-mini",
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": stream,
-        }
+        # One request in four speaks Anthropic and one the Responses API, to show translation
+        # every way.
+        path, end = {2: _MESSAGES, 3: _RESPONSES}.get(n % 4, _CHAT)
+        body: dict[str, Any] = {"model": "gpt-4o-mini", "stream": stream}
+        if path == _RESPONSES[0]:
+            body |= {"input": "hi", "max_output_tokens": 64}
+        else:
+            body |= {"max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
         try:
             async with http.post(url + path, json=body) as r:
                 text = await r.text()
             if r.status != 200:
                 tally.errors += 1
-            elif stream and not text.rstrip().endswith(end):
+            elif stream and end not in text.rstrip().rsplit("\n\n", 1)[-1]:
                 tally.cut += 1
             else:
                 tally.ok += 1

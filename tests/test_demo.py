@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from conftest import SidecarFactory, chat, post, sse_data
 
-from sidecar.demo import FakeClaude, FakeProvider
+from sidecar.demo import FakeClaude, FakeProvider, demo_env
 
 REAL_KEY = "sk-real-provider-key-0123456789"
 
@@ -157,3 +157,33 @@ async def test_demo_embeddings_answer_one_vector_per_input(http: aiohttp.ClientS
             assert body["usage"]["prompt_tokens"] > 0
     finally:
         await fake.runner.cleanup()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_demo_chain_serves_responses_and_count_tokens(
+    sidecar: SidecarFactory, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    fakes: list[FakeProvider | FakeClaude] = [
+        FakeProvider("flaky", ("503",)),
+        FakeClaude(),
+        FakeProvider("healthy"),
+    ]
+    try:
+        flaky, claude, healthy = [await f.start() for f in fakes]
+        sc = await sidecar(demo_env(flaky, claude, healthy))
+        body = {"model": "gpt-4o-mini", "input": "hi", "stream": stream}
+        r = await post(http, sc.url, body, "/v1/responses")
+        assert r.status == 200, r.text
+        assert r.headers["x-sidecar-failures"] == "flaky=overloaded"
+        if stream:
+            assert r.text.rstrip().rsplit("\n\n", 1)[-1].startswith("event: response.completed")
+        else:
+            assert r.json["status"] == "completed"
+        count = {"model": "claude-demo", "messages": [{"role": "user", "content": "hi"}]}
+        r = await post(http, sc.url, count, "/v1/messages/count_tokens")
+        assert r.status == 200, r.text
+        assert r.json["input_tokens"] > 0
+        assert r.headers["x-sidecar-backend"] == "claude"
+    finally:
+        for f in fakes:
+            await f.runner.cleanup()
