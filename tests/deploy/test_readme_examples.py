@@ -35,6 +35,8 @@ EXTRA_INIT = "extraInitContainers:"
 DEMO_MONITORING = "monitoring:\n  podMonitor:"
 DOCKER_RUN = "docker run"
 IMAGE_BUILD = "docker buildx build --push"
+# The agent CLIs' set-up: tests/e2e runs the real CLIs with these blocks.
+CLAUDE_CODE = "export ANTHROPIC_BASE_URL="
 EXERCISED = (
     *SHELL_SETUPS,
     CHAINS_FILE,
@@ -47,6 +49,7 @@ EXERCISED = (
     DEMO_MONITORING,
     DOCKER_RUN,
     IMAGE_BUILD,
+    CLAUDE_CODE,
 )
 # Blocks that run make targets: they configure nothing.
 NOT_CONFIGURING = ("make run ", "make lint ")
