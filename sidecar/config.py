@@ -28,6 +28,12 @@ def spec(backend: Backend) -> KindSpec:
 
 def _by_kind(backend: Backend, env: Mapping[str, str]) -> Backend:
     s = spec(backend)
+    if "responses" in backend.settings.model_fields_set and not s.native_responses:
+        raise ConfigError(
+            f"{backend.prefix}RESPONSES",
+            f"only for kinds with a native Responses API (openai, azure), not "
+            f"{backend.settings.kind}: it always translates",
+        )
     backend = replace(backend, default_base_url=s.default_base_url)
     s.check(backend, env)
     return backend

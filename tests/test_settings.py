@@ -273,3 +273,34 @@ def test_settings_come_from_the_given_mapping_only(monkeypatch: pytest.MonkeyPat
     config = load_config(BASE)
     assert config.settings.auth_token is None
     assert config.backends["p"].settings.model is None
+
+
+def test_responses_is_refused_on_a_kind_that_always_translates() -> None:
+    env = {
+        "SIDECAR_BACKENDS": "claude",
+        "CLAUDE_KIND": "anthropic",
+        "CLAUDE_API_KEY": "sk-ant-0123456789",
+        "CLAUDE_RESPONSES": "chat",
+    }
+    with pytest.raises(ConfigError) as e:
+        load_config(env)
+    assert e.value.env_var == "CLAUDE_RESPONSES"
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_responses_chat_is_accepted_on_openai_and_azure(kind: str) -> None:
+    env = {
+        "SIDECAR_BACKENDS": "p",
+        "P_KIND": kind,
+        "P_BASE_URL": "https://example.openai.azure.com",
+        "P_API_KEY": "sk-0123456789",
+        "P_RESPONSES": "chat",
+    }
+    assert load_config(env).backends["p"].settings.responses == "chat"
+
+
+def test_responses_must_be_native_or_chat() -> None:
+    env = {"SIDECAR_BACKENDS": "p", "P_BASE_URL": "http://vllm:8000/v1", "P_RESPONSES": "both"}
+    with pytest.raises(ConfigError) as e:
+        load_config(env)
+    assert e.value.env_var == "P_RESPONSES"

@@ -65,4 +65,4 @@ def _check(b: Backend, env: Mapping[str, str]) -> None:
     require_all(b, [*needs, ("API_KEY", "required for kind azure")])
 
 
-SPEC = KindSpec(AzureBackend, check=_check)
+SPEC = KindSpec(AzureBackend, check=_check, native_responses=True)

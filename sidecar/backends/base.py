@@ -98,6 +98,8 @@ class KindSpec:
     check: Callable[[Backend, Mapping[str, str]], None] = _no_check
     # The transport; None for the HTTP one (`sidecar.upstream.HttpUpstream`).
     upstream: Callable[[Backend], Upstream] | None = None
+    # `{PREFIX}RESPONSES` means something: the kind can serve `/responses` natively.
+    native_responses: bool = False
 
 
 def require(b: Backend, setting: str, why: str) -> None:

@@ -204,4 +204,6 @@ def _check(b: Backend, env: Mapping[str, str]) -> None:
         )
 
 
-SPEC = KindSpec(OpenAIBackend, default_base_url=DEFAULT_BASE_URL, check=_check)
+SPEC = KindSpec(
+    OpenAIBackend, default_base_url=DEFAULT_BASE_URL, check=_check, native_responses=True
+)
