@@ -6,6 +6,8 @@ with an Anthropic error body (`overloaded(...)`, `rate_limited(...)`), an error 
 content, or a stream cut after some deltas. Every request is recorded with its headers and body.
 """
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,8 @@ class Script:
     end: str = "done"  # done | error_first | error | cut
     after: int = 10**9
     usage: JSON = field(default_factory=lambda: {"input_tokens": 11, "output_tokens": 0})
+    # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
+    reply: Callable[[JSON], str] | None = None
 
 
 def overloaded() -> Script:
@@ -71,6 +75,8 @@ class FakeAnthropic(Loopback[Script, Seen]):
             return _error_response(s)
         req = orjson.loads(body) if body[:1] == b"{" else {}
         model = str(req.get("model", "claude-fake"))
+        if s.reply is not None:
+            s = dataclasses.replace(s, text=s.reply(req))
         if req.get("stream"):
             return await _stream(request, s, model)
         return web.json_response(message(s, model), headers={"request-id": "req_fake", **s.headers})

@@ -6,7 +6,9 @@ its headers and body; a handler cancelled by a disconnect records when.
 """
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,10 @@ class Script:
     # Streams: how long the body's end (the last HTTP chunk) lags behind `data: [DONE]` (or an
     # in-band error event).
     done_gap_s: float = 0.0
+    # A function call instead of text: (name, arguments JSON string).
+    call: tuple[str, str] | None = None
+    # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
+    reply: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -107,6 +113,10 @@ class FakeOpenAI(Loopback[Script, Seen]):
             parsed = orjson.loads(body) if body[:1] == b"{" else {}
             if s.status != 200 or s.body is not None:
                 return _raw(s)
+            if s.reply is not None:
+                s = dataclasses.replace(s, text=s.reply(parsed))
+            if s.call is not None:
+                return await self._call(request, s, parsed)
             if parsed.get("stream"):
                 return await self._stream(request, s, parsed)
             if request.path.endswith("/embeddings"):
@@ -149,6 +159,30 @@ class FakeOpenAI(Loopback[Script, Seen]):
             await resp.write(b"data: [DONE]\n\n")
         if s.done_gap_s:
             await asyncio.sleep(s.done_gap_s)
+        return resp
+
+    async def _call(
+        self, request: web.Request, s: Script, req: dict[str, Any]
+    ) -> web.StreamResponse:
+        assert s.call is not None
+        model, (name, arguments) = req.get("model", "fake"), s.call
+        call = {"id": "call_fake", "type": "function", "function": {"name": name}}
+        if not req.get("stream"):
+            answer = completion("", model)
+            calls = [{**call, "function": {"name": name, "arguments": arguments}}]
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            answer["choices"][0].update(message=message, finish_reason="tool_calls")
+            return web.json_response(answer, headers=s.headers)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **s.headers})
+        await resp.prepare(request)
+        first = {"index": 0, **call, "function": {"name": name, "arguments": ""}}
+        await resp.write(_event(chunk(model, {"role": "assistant", "tool_calls": [first]})))
+        for i in range(0, len(arguments), 8):
+            piece = {"index": 0, "function": {"arguments": arguments[i : i + 8]}}
+            await resp.write(_event(chunk(model, {"tool_calls": [piece]})))
+        await resp.write(_event(chunk(model, {}, finish="tool_calls")))
+        await resp.write(_event(usage_chunk(model, 5)))
+        await resp.write(b"data: [DONE]\n\n")
         return resp
 
     async def _bad_end(

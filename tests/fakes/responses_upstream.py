@@ -8,8 +8,9 @@ streams how they end after `after` deltas (`done`, `cut`, `stall`, `malformed`, 
 """
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class Script:
     after: int = 10**9
     error_code: str = "server_error"
     reasoning: str | None = None
+    # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
+    reply: Callable[[JSON], str] | None = None
 
 
 @dataclass
@@ -223,6 +226,8 @@ class FakeResponses(Loopback[Script, Seen]):
             return web.json_response({"error": {"message": "no such route"}}, status=404)
         parsed = orjson.loads(body)
         model = parsed.get("model") or "fake"
+        if s.reply is not None:
+            s = dataclasses.replace(s, text=s.reply(parsed))
         if not parsed.get("stream"):
             return web.json_response(answer(s, model), headers=s.headers)
         return await self._stream(request, s, model)
