@@ -225,7 +225,9 @@ async def test_anthropic_sdk_gets_an_anthropic_400_for_an_untranslatable_request
                 model="c",
                 max_tokens=2000,
                 messages=ANTHROPIC_MESSAGES,
-                thinking={"type": "enabled", "budget_tokens": 1024},
+                extra_body={
+                    "mcp_servers": [{"type": "url", "url": "https://m.example", "name": "m"}]
+                },
             )
     assert isinstance(e.value.body, dict)
     assert e.value.body["error"]["type"] == "invalid_request_error"

@@ -272,10 +272,13 @@ async def test_openai_error_event_before_content_falls_back_for_an_anthropic_cal
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+        (
+            {"mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "m"}]},
+            "mcp_servers",
+        ),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
     ],
-    ids=["thinking", "server_tool"],
+    ids=["mcp_servers", "server_tool"],
 )
 async def test_untranslatable_anthropic_request_is_an_anthropic_400_with_nothing_sent(
     fake: FakeFactory,
@@ -299,7 +302,8 @@ async def test_untranslatable_request_is_still_served_by_an_anthropic_backend(
 ) -> None:
     gpt = await fake()
     sc = await sidecar(chain(("gpt", gpt), ("claude", claude)))
-    r = await post(http, sc.url, message(thinking={"type": "enabled", "budget_tokens": 1024}), PATH)
+    mcp = [{"type": "url", "url": "https://mcp.example", "name": "m"}]
+    r = await post(http, sc.url, message(mcp_servers=mcp), PATH)
     assert r.status == 200
     assert r.headers["x-sidecar-backend"] == "claude"
     assert gpt.seen == []

@@ -30,11 +30,16 @@ them):
 |         |                                              | (Anthropic rejects it with a 400)       |
 | O → A   | assistant `refusal` part in history          | sent as a text block                    |
 | O → A   | part `prompt_cache_breakpoint`               | `cache_control: {type: ephemeral}`      |
-| A → O   | `thinking` enabled/adaptive                  | TranslationError; `disabled` is dropped |
+| A → O   | `thinking` enabled                           | `reasoning_effort` by `budget_tokens`:  |
+|         |                                              | < 4096 low, < 16384 medium, else high   |
+| A → O   | `thinking` adaptive                          | `reasoning_effort` from                 |
+|         |                                              | `output_config.effort` (`max` → high),  |
+|         |                                              | else none; `disabled` is dropped        |
 | A → O   | `thinking`/`redacted_thinking` history blocks| dropped (only Anthropic reads them)     |
 | A → O   | `top_k`, `cache_control`, `citations`,       | dropped                                 |
-|         | `service_tier`, `output_config.effort`,      |                                         |
-|         | `container`, `inference_geo`, `speed`        |                                         |
+|         | `service_tier`, `output_config.effort`       |                                         |
+|         | without thinking, `container`,               |                                         |
+|         | `inference_geo`, `speed`                     |                                         |
 | A → O   | server tools (a `type` other than `custom`), | TranslationError                        |
 |         | image by `file_id`, images in tool results,  |                                         |
 |         | non-PDF/non-text documents, `mcp_servers`    |                                         |
@@ -267,16 +272,32 @@ def anthropic_request_to_openai(body: JSON) -> JSON:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         out["user"] = user
+    out.update(_anthropic_thinking_to_openai(body))
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
 
 
-def _reject_untranslatable_anthropic_fields(body: JSON) -> None:
+# Anthropic effort levels as OpenAI reasoning efforts: `max` has no OpenAI peer every reasoning
+# model takes, so it asks for the highest one they all do.
+_EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
+
+
+def _anthropic_thinking_to_openai(body: JSON) -> JSON:
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
-        raise _err("extended thinking is not supported by this backend", "thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return {}
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort in _EFFORTS:
+        return {"reasoning_effort": _EFFORTS[effort]}
+    budget = thinking.get("budget_tokens")
+    if thinking["type"] == "adaptive" or not isinstance(budget, int):
+        return {}  # the model decides how much to think, as an OpenAI model does by default
+    return {"reasoning_effort": "low" if budget < 4096 else "medium" if budget < 16384 else "high"}
+
+
+def _reject_untranslatable_anthropic_fields(body: JSON) -> None:
     if body.get("mcp_servers"):
         raise _err("MCP servers are not supported by this backend", "mcp_servers")
 

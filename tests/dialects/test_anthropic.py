@@ -402,9 +402,33 @@ def test_reverse_request_maps_output_format_and_named_tool_choice() -> None:
 
 
 @pytest.mark.parametrize(
+    ("extra", "effort"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "low"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, "medium"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 32000}}, "high"),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, "medium"),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, "high"),
+        ({"thinking": {"type": "adaptive", "display": "omitted"}}, None),
+        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "low"}}, None),
+    ],
+    ids=["budget_low", "budget_medium", "budget_high", "effort", "max", "adaptive", "disabled"],
+)
+def test_anthropic_thinking_becomes_an_openai_reasoning_effort(
+    extra: dict[str, Any], effort: str | None
+) -> None:
+    body = {"model": "c", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}
+    out = anthropic_request_to_openai({**body, **extra})
+    assert out.get("reasoning_effort") == effort
+
+
+@pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"thinking": {"type": "enabled", "budget_tokens": 1000}}, "thinking"),
+        (
+            {"mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "m"}]},
+            "mcp_servers",
+        ),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
         (
             {
