@@ -40,8 +40,10 @@ venv: $(DEV_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/llm-sidecar demo --traffic $(DEMO_ARGS)
 
+# ensure-tools before ensure-clis: it installs npm when it is missing.
 test: $(DEV_STAMP)
 	scripts/ensure-tools
+	scripts/ensure-clis
 	$(BIN)/python -m pytest -q
 
 lint: $(DEV_STAMP)
