@@ -134,3 +134,20 @@ async def test_claude_code_session_falls_back_from_anthropic_to_openai_mid_task(
         assert sentinel.seen == []
     finally:
         await _stop(ant, oai, sentinel)
+
+
+async def test_claude_code_completes_a_tool_task_on_openai_while_anthropic_is_overloaded(
+    sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    ant, oai, sentinel = await _fakes()
+    try:
+        ant.default = Claude(status=529, error_type="overloaded_error")
+        oai.script(Chat(call=("Bash", json.dumps(BASH))), Chat(reply=chat_tool_output))
+        sc = await sidecar(chain(("ant", ant), ("oai", oai), OAI_MODEL="gpt-test"))
+        done = (await claude(sc.url, PROMPT, tmp_path, sentinel, *ALLOW)).check()
+        assert SAW in done.stdout
+        assert len(oai.seen) == 2
+        assert [line["served_by"] for line in sc.log_lines()] == ["oai", "oai"]
+        assert sentinel.seen == []
+    finally:
+        await _stop(ant, oai, sentinel)

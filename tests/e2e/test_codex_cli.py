@@ -111,16 +111,19 @@ async def test_codex_runs_a_shell_tool_for_an_anthropic_backend(
 async def test_codex_session_falls_back_from_openai_to_anthropic_mid_task(
     sidecar: SidecarFactory, tmp_path: Path
 ) -> None:
-    """Turn 1 (the tool call) comes from OpenAI; on turn 2 OpenAI answers 503 and Anthropic,
-    handed the whole session so far, reads the tool's output and answers."""
+    """Turn 1 (reasoning and the tool call) comes from OpenAI; on turn 2 OpenAI answers 503 and
+    Anthropic, handed the whole session so far, reads the tool's output and answers. The
+    encrypted reasoning Codex sends back verifies only at OpenAI: it never reaches Anthropic."""
     oai, ant, sentinel = await _fakes()
     try:
-        oai.script(Resp(call=CALL), Resp(status=503))
+        oai.script(Resp(call=CALL, reasoning="I should run echo."), Resp(status=503))
         ant.script(Claude(reply=anthropic_tool_output))
         sc = await sidecar(chain(("oai", oai), ("ant", ant)))
         done = (await codex(sc.url, PROMPT, tmp_path, sentinel)).check()
         assert SAW in done.stdout
         assert len(oai.seen) == 2 and len(ant.seen) == 1
+        assert "reasoning" in _inputs(oai.seen[1].json)
+        assert b"gAAAA-fake" in oai.seen[1].body and b"gAAAA-fake" not in ant.seen[0].body
         (turn,) = [m for m in ant.seen[0].json["messages"] if m["role"] == "assistant"]
         assert [b["type"] for b in turn["content"]] == ["tool_use"]
         served = [line["served_by"] for line in sc.log_lines()]
@@ -130,6 +133,25 @@ async def test_codex_session_falls_back_from_openai_to_anthropic_mid_task(
             ("oai", "overloaded"),
             ("ant", None),
         ]
+        assert sentinel.seen == []
+    finally:
+        await _stop(oai, ant, sentinel)
+
+
+async def test_codex_completes_a_tool_task_on_anthropic_while_openai_is_rate_limited(
+    sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    oai, ant, sentinel = await _fakes()
+    try:
+        oai.default = Resp(status=429, headers={"retry-after": "30"})
+        ant.script(
+            Claude(tool=("exec_command", {"cmd": COMMAND})), Claude(reply=anthropic_tool_output)
+        )
+        sc = await sidecar(chain(("oai", oai), ("ant", ant)))
+        done = (await codex(sc.url, PROMPT, tmp_path, sentinel)).check()
+        assert SAW in done.stdout
+        assert len(ant.seen) == 2
+        assert [line["served_by"] for line in sc.log_lines()] == ["ant", "ant"]
         assert sentinel.seen == []
     finally:
         await _stop(oai, ant, sentinel)
