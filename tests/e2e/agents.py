@@ -101,7 +101,7 @@ def base_env(home: Path, sentinel: Sentinel) -> dict[str, str]:
     return {"PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb", **sentinel.env()}
 
 
-async def run(argv: list[str], env: dict[str, str], cwd: Path) -> Run:
+async def run(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float = TIMEOUT_S) -> Run:
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -112,10 +112,10 @@ async def run(argv: list[str], env: dict[str, str], cwd: Path) -> Run:
         start_new_session=True,
     )
     try:
-        async with asyncio.timeout(TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             out, err = await proc.communicate()
     except TimeoutError:
-        pytest.fail(f"{argv[0]} did not finish within {TIMEOUT_S} s")
+        pytest.fail(f"{argv[0]} did not finish within {timeout_s} s")
     finally:
         _kill_group(proc.pid)
         if proc.returncode is None:
