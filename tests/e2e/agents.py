@@ -1,7 +1,8 @@
 """The real agent CLIs (pinned, in .clis/ from scripts/ensure-clis) as callers of the sidecar.
 
-Each run gets a fresh HOME holding only the config this module writes, an environment built from
-nothing (no key, proxy or token of the machine leaks in), and a proxy sentinel: every proxy
+Each run gets a fresh HOME holding only the config this module writes (the README's own blocks
+for each CLI), an environment built from nothing (no key, proxy or token of the machine leaks
+in), and a proxy sentinel: every proxy
 variable points at a loopback listener that records and refuses whatever reaches it, while
 `NO_PROXY` lets loopback through. A CLI that tried to reach anything but the sidecar (telemetry,
 update checks, feature flags) shows up in `Sentinel.seen`, and the tests assert it stayed empty.
@@ -13,8 +14,11 @@ killed by its PID when the run ends, so a hung CLI or a helper it left behind ne
 import asyncio
 import contextlib
 import os
+import re
+import shlex
 import shutil
 import signal
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
@@ -132,24 +136,24 @@ def _kill_group(pid: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Codex CLI: `codex exec`, a model provider block that points at the sidecar
+# The README's configuration for each CLI is what the runs use: its sidecar URL replaced by the
+# test's, and only what keeps a CLI offline and failing loudly added.
+
+README_URL: Final = "http://127.0.0.1:8700"
+_FENCE: Final = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
 
 
-def codex_config(sidecar_url: str) -> str:
-    return f"""\
-model = "gpt-test"
-model_provider = "sidecar"
-check_for_update_on_startup = false
+def readme_block(lang: str, marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    (found,) = [m.group(2) for m in _FENCE.finditer(text) if m[1] == lang and marker in m[2]]
+    return found
 
-[model_providers.sidecar]
-name = "llm-sidecar"
-base_url = "{sidecar_url}/v1"
-wire_api = "responses"
-env_key = "SIDECAR_API_KEY"
-# The sidecar does the retrying and the falling back: a failure must reach the test.
-request_max_retries = 0
-stream_max_retries = 0
 
+# ---------------------------------------------------------------------------------------------
+# Codex CLI: `codex exec`, the README's model provider block
+
+CODEX_MARKER: Final = 'wire_api = "responses"'
+CODEX_OFFLINE: Final = """
 # Plugins sync a curated marketplace from github.com at startup.
 [features]
 plugins = false
@@ -166,13 +170,27 @@ trace_exporter = "none"
 """
 
 
+def codex_config(sidecar_url: str) -> tuple[str, dict[str, Any]]:
+    """The config.toml to write, and the README's provider block as parsed."""
+    readme = readme_block("toml", CODEX_MARKER)
+    assert README_URL in readme
+    config = tomllib.loads(readme)
+    (provider,) = config["model_providers"].values()
+    offline = f"check_for_update_on_startup = false\n{readme}{CODEX_OFFLINE}"
+    return offline.replace(README_URL, sidecar_url), provider
+
+
 async def codex(sidecar_url: str, prompt: str, tmp: Path, sentinel: Sentinel, *extra: str) -> Run:
     home, work = tmp / "home", tmp / "work"
     (home / ".codex").mkdir(parents=True, exist_ok=True)
     work.mkdir(exist_ok=True)
-    (home / ".codex" / "config.toml").write_text(codex_config(sidecar_url))
-    env = base_env(home, sentinel) | {"SIDECAR_API_KEY": DUMMY_KEY}
+    config, provider = codex_config(sidecar_url)
+    (home / ".codex" / "config.toml").write_text(config)
+    env = base_env(home, sentinel) | {provider["env_key"]: DUMMY_KEY}
     argv = [str(cli("codex")), "exec", "--skip-git-repo-check", "--ephemeral", "--color=never"]
+    # The sidecar does the retrying and the falling back: a failure must reach the test.
+    table = "model_providers." + tomllib.loads(config)["model_provider"]
+    argv += ["-c", f"{table}.request_max_retries=0", "-c", f"{table}.stream_max_retries=0"]
     # The sandbox is Codex's own business, not the sidecar's: it needs user namespaces, which
     # CI containers may not have, and the only commands run here are the fakes' `echo`.
     argv += ["--sandbox", "danger-full-access", *extra, prompt]
@@ -180,8 +198,9 @@ async def codex(sidecar_url: str, prompt: str, tmp: Path, sentinel: Sentinel, *e
 
 
 # ---------------------------------------------------------------------------------------------
-# Claude Code: `claude -p`, ANTHROPIC_BASE_URL at the sidecar
+# Claude Code: `claude -p`, the README's exports
 
+CLAUDE_MARKER: Final = "export ANTHROPIC_BASE_URL="
 CLAUDE_QUIET: Final = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_AUTOUPDATER": "1",
@@ -193,12 +212,21 @@ CLAUDE_QUIET: Final = {
 }
 
 
+def claude_exports(sidecar_url: str) -> dict[str, str]:
+    exports: dict[str, str] = {}
+    for line in readme_block("sh", CLAUDE_MARKER).splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            exports.update(word.split("=", 1) for word in words[1:])  # type: ignore[misc]
+    assert exports["ANTHROPIC_BASE_URL"] == README_URL
+    return exports | {"ANTHROPIC_BASE_URL": sidecar_url}
+
+
 async def claude(sidecar_url: str, prompt: str, tmp: Path, sentinel: Sentinel, *extra: str) -> Run:
     home, work = tmp / "home", tmp / "work"
     home.mkdir(parents=True, exist_ok=True)
     work.mkdir(exist_ok=True)
-    env = base_env(home, sentinel) | CLAUDE_QUIET
-    env |= {"ANTHROPIC_BASE_URL": sidecar_url, "ANTHROPIC_API_KEY": DUMMY_KEY}
+    env = base_env(home, sentinel) | CLAUDE_QUIET | claude_exports(sidecar_url)
     argv = [str(cli("claude")), "-p", "--output-format", "text", *extra, prompt]
     return await run(argv, env, work)
 
