@@ -2,10 +2,10 @@
 
 Each run gets a fresh HOME holding only the config this module writes (the README's own blocks
 for each CLI), an environment built from nothing (no key, proxy or token of the machine leaks
-in), and a proxy sentinel: every proxy
-variable points at a loopback listener that records and refuses whatever reaches it, while
-`NO_PROXY` lets loopback through. A CLI that tried to reach anything but the sidecar (telemetry,
-update checks, feature flags) shows up in `Sentinel.seen`, and the tests assert it stayed empty.
+in), and a proxy sentinel: every proxy variable points at a loopback listener that records and
+refuses whatever reaches it, while `NO_PROXY` lets loopback through. A CLI that tried to reach
+anything but the sidecar (telemetry, update checks, plugin sync) shows up in `Sentinel.seen`, and
+the tests assert it stayed empty.
 
 A run is bounded (`TIMEOUT_S`); the CLI runs in its own session and its whole process group is
 killed by its PID when the run ends, so a hung CLI or a helper it left behind never outlives a test.
