@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from backends.kinds import chain
 from conftest import SidecarFactory
 from e2e.agents import (
@@ -110,14 +111,20 @@ async def test_claude_code_runs_a_shell_tool_for_an_openai_backend(
         await _stop(ant, oai, sentinel)
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [Claude(status=529, error_type="overloaded_error"), Claude(end="error_first")],
+    ids=["529", "error_event"],
+)
 async def test_claude_code_session_falls_back_from_anthropic_to_openai_mid_task(
-    sidecar: SidecarFactory, tmp_path: Path
+    sidecar: SidecarFactory, tmp_path: Path, failure: Claude
 ) -> None:
-    """Turn 1 (the tool call) comes from Anthropic; on turn 2 Anthropic is overloaded (529) and
+    """Turn 1 (the tool call) comes from Anthropic; on turn 2 Anthropic is overloaded (a 529, or
+    an `overloaded_error` event before any content) and
     OpenAI, handed the whole session so far, reads the tool's output and answers."""
     ant, oai, sentinel = await _fakes()
     try:
-        ant.script(Claude(tool=("Bash", BASH)), Claude(status=529, error_type="overloaded_error"))
+        ant.script(Claude(tool=("Bash", BASH)), failure)
         oai.script(Chat(reply=chat_tool_output))
         sc = await sidecar(chain(("ant", ant), ("oai", oai), OAI_MODEL="gpt-test"))
         done = (await claude(sc.url, PROMPT, tmp_path, sentinel, *ALLOW)).check()

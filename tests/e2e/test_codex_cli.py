@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from backends.kinds import chain
 from conftest import SidecarFactory
 from e2e.agents import COMMAND, SAW, Sentinel, anthropic_tool_output, codex, responses_tool_output
@@ -108,15 +109,25 @@ async def test_codex_runs_a_shell_tool_for_an_anthropic_backend(
         await _stop(oai, ant, sentinel)
 
 
+@pytest.mark.parametrize(
+    ("failure", "cls"),
+    [
+        (Resp(status=503), "overloaded"),
+        (Resp(end="failed_first"), "server_error"),
+        (Resp(end="error_first", error_code="rate_limit_exceeded"), "rate_limited"),
+    ],
+    ids=["503", "response.failed", "error_event"],
+)
 async def test_codex_session_falls_back_from_openai_to_anthropic_mid_task(
-    sidecar: SidecarFactory, tmp_path: Path
+    sidecar: SidecarFactory, tmp_path: Path, failure: Resp, cls: str
 ) -> None:
-    """Turn 1 (reasoning and the tool call) comes from OpenAI; on turn 2 OpenAI answers 503 and
-    Anthropic, handed the whole session so far, reads the tool's output and answers. The
-    encrypted reasoning Codex sends back verifies only at OpenAI: it never reaches Anthropic."""
+    """Turn 1 (reasoning and the tool call) comes from OpenAI; on turn 2 OpenAI fails before any
+    output (a status, `response.failed`, an `error` event) and Anthropic, handed the whole
+    session so far, reads the tool's output and answers. The encrypted reasoning Codex sends
+    back verifies only at OpenAI: it never reaches Anthropic."""
     oai, ant, sentinel = await _fakes()
     try:
-        oai.script(Resp(call=CALL, reasoning="I should run echo."), Resp(status=503))
+        oai.script(Resp(call=CALL, reasoning="I should run echo."), failure)
         ant.script(Claude(reply=anthropic_tool_output))
         sc = await sidecar(chain(("oai", oai), ("ant", ant)))
         done = (await codex(sc.url, PROMPT, tmp_path, sentinel)).check()
@@ -130,7 +141,7 @@ async def test_codex_session_falls_back_from_openai_to_anthropic_mid_task(
         assert served == ["oai", "ant"]
         fell_back = sc.log_lines()[1]["attempts"]
         assert [(a["backend"], a["class"]) for a in fell_back] == [
-            ("oai", "overloaded"),
+            ("oai", cls),
             ("ant", None),
         ]
         assert sentinel.seen == []
