@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 from backends.kinds import chain
-from conftest import SidecarFactory
+from conftest import LONG, SidecarFactory
 from e2e.agents import COMMAND, SAW, Sentinel, anthropic_tool_output, codex, responses_tool_output
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as Claude
+from fakes.openai_upstream import FakeOpenAI
+from fakes.openai_upstream import Script as Chat
 from fakes.responses_upstream import FakeResponses
 from fakes.responses_upstream import Script as Resp
 
@@ -163,6 +165,41 @@ async def test_codex_completes_a_tool_task_on_anthropic_while_openai_is_rate_lim
         assert SAW in done.stdout
         assert len(ant.seen) == 2
         assert [line["served_by"] for line in sc.log_lines()] == ["ant", "ant"]
+        assert sentinel.seen == []
+    finally:
+        await _stop(oai, ant, sentinel)
+
+
+async def test_codex_gets_the_whole_answer_when_a_stream_cut_after_commit_is_recovered(
+    sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    oai, ant, sentinel = await _fakes()
+    chat = await FakeOpenAI().start()
+    try:
+        oai.script(Resp(text=LONG, end="cut", after=3))
+        chat.script(Chat(text=" " + " ".join(LONG.split(" ")[3:])))
+        sc = await sidecar(chain(("oai", oai), ("b", chat), B_RESPONSES="chat", B_PREFILL="true"))
+        done = (await codex(sc.url, "Say twenty words.", tmp_path, sentinel)).check()
+        assert LONG in done.stdout
+        assert chat.seen[0].json["messages"][-1] == {"role": "assistant", "content": "w0 w1 w2"}
+        assert sentinel.seen == []
+    finally:
+        await _stop(oai, ant, chat, sentinel)
+
+
+async def test_codex_fails_loudly_when_a_stream_is_cut_after_commit_and_nothing_recovers_it(
+    sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    oai, ant, sentinel = await _fakes()
+    try:
+        oai.script(Resp(text=LONG, end="cut", after=3))
+        sc = await sidecar(chain(("oai", oai)))
+        done = await codex(sc.url, "Say twenty words.", tmp_path, sentinel)
+        # Codex 0.171 does not show the `error` event's message; what matters is that the
+        # partial answer is never taken for a complete one.
+        assert done.rc != 0
+        assert "before response.completed" in done.stderr
+        assert LONG not in done.stdout
         assert sentinel.seen == []
     finally:
         await _stop(oai, ant, sentinel)
