@@ -11,7 +11,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sidecar ./sidecar
-RUN /venv/bin/pip install --no-cache-dir . \
+RUN /venv/bin/pip install --no-cache-dir ".[otel]" \
  && /venv/bin/llm-sidecar --help >/dev/null
 
 FROM gcr.io/distroless/python3-debian12:nonroot

@@ -107,3 +107,8 @@ def test_dockerignore_keeps_what_the_build_copies_and_nothing_secret() -> None:
     sources = [i.args.split()[:-1] for i in build if i.op == "COPY"]
     for source in (s for group in sources for s in group):
         assert (REPO / source).exists(), source
+
+
+def test_image_installs_the_otel_extra_so_tracing_can_be_switched_on_by_env() -> None:
+    runs = " ".join(i.args for i in _stages()[0] if i.op == "RUN")
+    assert re.search(r"pip install [^&]*\"\.\[otel\]\"", runs)
