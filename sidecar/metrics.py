@@ -5,12 +5,14 @@ Label children are resolved once per (chain, backend) at startup, so the hot pat
 `inc`/`observe` on ready objects.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar import __version__
 from sidecar.failure import FailureClass
+from sidecar.ratelimit import Quota, Resource
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 _FIRST_TOKEN = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120)
@@ -26,15 +28,31 @@ class BackendSeries:
     first_token_seconds: Histogram
     prompt_tokens: Counter
     completion_tokens: Counter
+    cache_read_tokens: Counter
+    cache_write_tokens: Counter
+    reasoning_tokens: Counter
     recovery_success: Counter
     recovery_failure: Counter
 
-    def count_tokens(self, prompt: int, completion: int) -> None:
+    def count_tokens(
+        self,
+        prompt: int,
+        completion: int,
+        *,
+        cache_read: int = 0,
+        cache_write: int = 0,
+        reasoning: int = 0,
+    ) -> None:
         # Each inc takes a lock: skip the ones that add nothing.
-        if prompt:
-            self.prompt_tokens.inc(prompt)
-        if completion:
-            self.completion_tokens.inc(completion)
+        for counter, n in (
+            (self.prompt_tokens, prompt),
+            (self.completion_tokens, completion),
+            (self.cache_read_tokens, cache_read),
+            (self.cache_write_tokens, cache_write),
+            (self.reasoning_tokens, reasoning),
+        ):
+            if n:
+                counter.inc(n)
 
 
 class Metrics:
@@ -85,7 +103,11 @@ class Metrics:
             registry=r,
         )
         self.tokens = Counter(
-            p + "tokens", "Tokens reported by backends.", ["chain", "backend", "type"], registry=r
+            p + "tokens",
+            "Tokens reported by backends. cache_read and cache_write are parts of prompt, "
+            "reasoning is part of completion: never sum all types.",
+            ["chain", "backend", "type"],
+            registry=r,
         )
         self.recoveries = Counter(
             p + "stream_recoveries",
@@ -110,6 +132,25 @@ class Metrics:
             p + "backend_info",
             "Configured backends, one series per chain position.",
             ["chain", "backend", "kind", "position"],
+            registry=r,
+        )
+        # No series until the upstream reports one: a zero would read as "quota exhausted".
+        self.ratelimit_remaining = Gauge(
+            p + "backend_ratelimit_remaining",
+            "The upstream's last reported remaining quota in its current window.",
+            ["backend", "resource"],
+            registry=r,
+        )
+        self.ratelimit_limit = Gauge(
+            p + "backend_ratelimit_limit",
+            "The upstream's last reported quota window size.",
+            ["backend", "resource"],
+            registry=r,
+        )
+        self.credential_reloads = Counter(
+            p + "credential_reloads",
+            "Credential files re-read after they changed; a failure keeps the previous value.",
+            ["backend", "outcome"],
             registry=r,
         )
         self.build = Gauge(p + "build_info", "Build information.", ["version"], registry=r)
@@ -138,9 +179,39 @@ class Metrics:
             first_token_seconds=self.first_token_seconds.labels(chain, backend),
             prompt_tokens=t.labels(chain, backend, "prompt"),
             completion_tokens=t.labels(chain, backend, "completion"),
+            cache_read_tokens=t.labels(chain, backend, "cache_read"),
+            cache_write_tokens=t.labels(chain, backend, "cache_write"),
+            reasoning_tokens=t.labels(chain, backend, "reasoning"),
             recovery_success=rec.labels(chain, backend, "success"),
             recovery_failure=rec.labels(chain, backend, "failure"),
         )
+
+    def credential_reloaded(self, owner: str) -> Callable[[bool], None]:
+        """The reload callback of one credential file (`owner`: a backend, or `inbound`)."""
+        success = self.credential_reloads.labels(owner, "success")
+        failure = self.credential_reloads.labels(owner, "failure")
+
+        def reloaded(ok: bool) -> None:
+            (success if ok else failure).inc()
+
+        return reloaded
+
+    def quota_reported(self, backend: str) -> Callable[[Quota], None]:
+        """The gauge update for one backend's rate-limit reports; series appear on first report."""
+        children: dict[tuple[Gauge, Resource], Gauge] = {}
+
+        def child(gauge: Gauge, resource: Resource) -> Gauge:
+            found = children.get((gauge, resource))
+            if found is None:
+                found = children[(gauge, resource)] = gauge.labels(backend, resource.value)
+            return found
+
+        def reported(q: Quota) -> None:
+            child(self.ratelimit_remaining, q.resource).set(q.remaining)
+            if q.limit is not None:
+                child(self.ratelimit_limit, q.resource).set(q.limit)
+
+        return reported
 
     def series(self, chain: str, backend: str) -> BackendSeries:
         return self._series[(chain, backend)]

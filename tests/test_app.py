@@ -36,7 +36,7 @@ async def test_every_configured_series_exists_at_zero_from_startup(
             assert g("llm_sidecar_backend_attempts_total", {**labels, "outcome": outcome}) == 0
         for cls in FailureClass:
             assert g("llm_sidecar_backend_failures_total", {**labels, "class": cls.value}) == 0
-        for t in ("prompt", "completion"):
+        for t in ("prompt", "completion", "cache_read", "cache_write", "reasoning"):
             assert g("llm_sidecar_tokens_total", {**labels, "type": t}) == 0
         for outcome in ("success", "failure"):
             assert g("llm_sidecar_stream_recoveries_total", {**labels, "outcome": outcome}) == 0

@@ -21,6 +21,11 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "llm_sidecar_backend_circuit_state": ("gauge", frozenset({"backend"})),
     "llm_sidecar_backend_info": ("gauge", frozenset({"chain", "backend", "kind", "position"})),
     "llm_sidecar_build_info": ("gauge", frozenset({"version"})),
+    # §12.4
+    "llm_sidecar_backend_ratelimit_remaining": ("gauge", frozenset({"backend", "resource"})),
+    "llm_sidecar_credential_reloads_total": ("counter", frozenset({"backend", "outcome"})),
+    # Not named in §12.4, but a headroom ratio needs the window's size beside what remains.
+    "llm_sidecar_backend_ratelimit_limit": ("gauge", frozenset({"backend", "resource"})),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
