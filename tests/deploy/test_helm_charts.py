@@ -54,6 +54,20 @@ CHAINS_ONLY: dict[str, Any] = {
         },
     }
 }
+SECRET_FILES: dict[str, Any] = {
+    "sidecar": {
+        "secret": {
+            "name": "keys",
+            # null deletes the demo's secretKeyRef defaults: one form per credential.
+            "env": {"PRIMARY_API_KEY": None, "SECONDARY_API_KEY": None},
+            "files": {
+                "PRIMARY_API_KEY_FILE": "primary-api-key",
+                "SECONDARY_API_KEY_FILE": "secondary-api-key",
+                "SIDECAR_AUTH_TOKEN_FILE": "inbound-token",
+            },
+        },
+    }
+}
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-monitoring": ALL_MONITORING,
@@ -65,6 +79,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         }
     },
     "forced-legacy": {"sidecar": {"mode": "legacy"}},
+    "secret-files": SECRET_FILES,
     "exposed-pinned": {
         "sidecar": {
             "exposeProxy": True,
@@ -210,6 +225,53 @@ def test_api_keys_come_only_from_the_existing_secret() -> None:
     assert sidecar["envFrom"] == [{"configMapRef": {"name": "demo-llm-sidecar-env"}}]
 
 
+def test_secret_files_mount_the_secret_directory_and_point_file_vars_at_it() -> None:
+    docs = _docs(SECRET_FILES)
+    sidecar = sidecar_container(docs)
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env == {
+        "PRIMARY_API_KEY_FILE": {
+            "name": "PRIMARY_API_KEY_FILE",
+            "value": "/var/run/secrets/llm-sidecar/primary-api-key",
+        },
+        "SECONDARY_API_KEY_FILE": {
+            "name": "SECONDARY_API_KEY_FILE",
+            "value": "/var/run/secrets/llm-sidecar/secondary-api-key",
+        },
+        "SIDECAR_AUTH_TOKEN_FILE": {
+            "name": "SIDECAR_AUTH_TOKEN_FILE",
+            "value": "/var/run/secrets/llm-sidecar/inbound-token",
+        },
+    }
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["name"] == "llm-sidecar-secret"]
+    # A subPath mount would never see the kubelet's updates: the rotation would need a restart.
+    assert mount == {
+        "name": "llm-sidecar-secret",
+        "mountPath": "/var/run/secrets/llm-sidecar",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    assert volumes["llm-sidecar-secret"]["secret"] == {
+        "secretName": "keys",
+        "defaultMode": 0o444,
+        "items": [
+            {"key": k, "path": k} for k in ("inbound-token", "primary-api-key", "secondary-api-key")
+        ],
+    }
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_secret_files_take_a_custom_mount_path() -> None:
+    values = {
+        "sidecar": {
+            **SECRET_FILES["sidecar"],
+            "secret": {**SECRET_FILES["sidecar"]["secret"], "mountPath": "/keys"},
+        }
+    }
+    env = {e["name"]: e["value"] for e in sidecar_container(_docs(values))["env"]}
+    assert env["PRIMARY_API_KEY_FILE"] == "/keys/primary-api-key"
+
+
 def test_chains_are_mounted_as_the_sidecar_config_file() -> None:
     docs = _docs(CHAINS_ONLY)
     data = _configmap_data(docs)
@@ -339,6 +401,9 @@ def test_notes_explain_the_secret_and_the_mode() -> None:
         {"sidecar": {"shutdown": {"graceSeconds": 0}}},
         {"monitoring": {"podMonitor": {"enabled": True, "interval": "30 seconds"}}},
         {"monitoring": {"serviceMonitor": {"enabeld": True}}},
+        {"sidecar": {"secret": {"files": {"PRIMARY_API_KEY": "k"}}}},
+        {"sidecar": {"secret": {"files": {"PRIMARY_API_KEY_FILE": "a/b"}}}},
+        {"sidecar": {"secret": {"mountPath": "relative"}}},
         {"replicas": 2},
     ],
 )
@@ -431,6 +496,42 @@ def test_library_needs_only_backends_from_an_app_chart(schemaless_app: Path) -> 
             },
             "needs CLAUDE_EU_API_KEY",
         ),
+        (
+            {"sidecar": {"backends": "p", "secret": {"files": {"P_API_KEY_FILE": "k"}}}},
+            "secret.name",
+        ),
+        (
+            {
+                "sidecar": {
+                    "backends": "p",
+                    "secret": {"name": "s", "files": {"P_API_KEY": "k"}},
+                }
+            },
+            "must end in _FILE",
+        ),
+        (
+            {
+                "sidecar": {
+                    "backends": "p",
+                    "secret": {
+                        "name": "s",
+                        "env": {"P_API_KEY": "k"},
+                        "files": {"P_API_KEY_FILE": "k"},
+                    },
+                }
+            },
+            "P_API_KEY_FILE and P_API_KEY are both set",
+        ),
+        (
+            {
+                "sidecar": {
+                    "backends": "p",
+                    "env": {"P_API_KEY_FILE": "/mine"},
+                    "secret": {"name": "s", "files": {"P_API_KEY_FILE": "k"}},
+                }
+            },
+            "also set in sidecar.env",
+        ),
     ],
 )
 def test_library_refuses_bad_config_without_a_schema(
@@ -449,8 +550,12 @@ def test_library_refuses_bad_config_without_a_schema(
             "backends": "primary",
             "secret": {"name": "keys", "env": {"PRIMARY_API_KEY": "primary"}},
         },
+        {
+            "backends": "primary",
+            "secret": {"name": "keys", "files": {"PRIMARY_API_KEY_FILE": "primary"}},
+        },
     ],
-    ids=["keyless openai-compatible", "bedrock", "mapped key"],
+    ids=["keyless openai-compatible", "bedrock", "mapped key", "key as a file"],
 )
 def test_library_renders_backends_whose_kind_needs_no_key_or_has_one(
     schemaless_app: Path, sidecar: dict[str, Any]

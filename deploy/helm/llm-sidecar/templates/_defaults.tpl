@@ -20,7 +20,12 @@ chains: {}
 env: {}
 secret:
   name: ""
+  # ENV_NAME: key, as a secretKeyRef env var: fixed until the pod restarts.
   env: {}
+  # ENV_NAME_FILE: key, as a file of the mounted Secret: the kubelet updates it in place and the
+  # sidecar re-reads it, so a rotated key needs no restart (PRIMARY_API_KEY_FILE: primary-api-key).
+  files: {}
+  mountPath: /var/run/secrets/llm-sidecar
 shutdown:
   delaySeconds: 5
   graceSeconds: 25

@@ -78,12 +78,28 @@ after it, and does not keep a Job's pod alive. Beta and on by default from 1.29,
 {{- if and $c.secret.env (not $c.secret.name) -}}
 {{- fail "sidecar.secret.env maps keys of a Secret: set sidecar.secret.name to an existing Secret" -}}
 {{- end -}}
+{{- if and $c.secret.files (not $c.secret.name) -}}
+{{- fail "sidecar.secret.files mounts keys of a Secret: set sidecar.secret.name to an existing Secret" -}}
+{{- end -}}
+{{- range $k, $v := ($c.secret.files | default dict) -}}
+{{- if not (hasSuffix "_FILE" $k) -}}
+{{- fail (printf "sidecar.secret.files.%s: the name must end in _FILE (PRIMARY_API_KEY_FILE, SIDECAR_AUTH_TOKEN_FILE)" $k) -}}
+{{- end -}}
+{{- $plain := trimSuffix "_FILE" $k -}}
+{{- if or (hasKey ($c.secret.env | default dict) $plain) (hasKey ($c.env | default dict) $plain) -}}
+{{- fail (printf "sidecar.secret.files.%s and %s are both set; keep one" $k $plain) -}}
+{{- end -}}
+{{- if hasKey ($c.env | default dict) $k -}}
+{{- fail (printf "sidecar.secret.files.%s is also set in sidecar.env; keep one" $k) -}}
+{{- end -}}
+{{- end -}}
 {{- include "llm-sidecar.validateCredentials" $c -}}
 {{- end -}}
 
 {{/*
 Every backend of every chain whose kind needs an API key (azure, anthropic, openai at
-api.openai.com) must have {PREFIX}API_KEY mapped in secret.env: otherwise the pod renders, then
+api.openai.com) must have {PREFIX}API_KEY mapped in secret.env, or {PREFIX}API_KEY_FILE in
+secret.files: otherwise the pod renders, then
 crash-loops on `llm-sidecar serve`'s exit code 2. Takes the merged sidecar values.
 */}}
 {{- define "llm-sidecar.validateCredentials" -}}
@@ -108,14 +124,15 @@ crash-loops on `llm-sidecar serve`'s exit code 2. Takes the merged sidecar value
 {{- end -}}
 {{- $env := $c.env | default dict -}}
 {{- $secret := $c.secret.env | default dict -}}
+{{- $files := $c.secret.files | default dict -}}
 {{- range $items -}}
 {{- $prefix := .prefix | default (printf "%s_" (regexReplaceAll "[^A-Za-z0-9]" .name "_" | upper)) -}}
 {{- $kind := (get $env (printf "%sKIND" $prefix)) | default "openai" | toString | lower -}}
 {{- $base := (get $env (printf "%sBASE_URL" $prefix)) | default "" | toString | trimSuffix "/" -}}
 {{- $public := or (eq $base "") (eq $base "https://api.openai.com/v1") -}}
 {{- $needs := or (eq $kind "azure") (eq $kind "anthropic") (and (eq $kind "openai") $public) -}}
-{{- if and $needs (not (get $secret (printf "%sAPI_KEY" $prefix))) -}}
-{{- fail (printf "chain %s: backend %q (kind %s) needs %sAPI_KEY: map it to a key of your Secret in sidecar.secret.env (or, for a keyless OpenAI-compatible server, set sidecar.env.%sBASE_URL)" .chain .name $kind $prefix $prefix) -}}
+{{- if and $needs (not (get $secret (printf "%sAPI_KEY" $prefix))) (not (get $files (printf "%sAPI_KEY_FILE" $prefix))) -}}
+{{- fail (printf "chain %s: backend %q (kind %s) needs %sAPI_KEY: map it to a key of your Secret in sidecar.secret.env, or %sAPI_KEY_FILE in sidecar.secret.files (or, for a keyless OpenAI-compatible server, set sidecar.env.%sBASE_URL)" .chain .name $kind $prefix $prefix $prefix) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -205,7 +222,7 @@ ports:
 envFrom:
   - configMapRef:
       name: {{ include "llm-sidecar.fullname" . }}-env
-{{- if $c.secret.env }}
+{{- if or $c.secret.env $c.secret.files }}
 env:
   {{- range $envName, $key := $c.secret.env }}
   - name: {{ $envName }}
@@ -213,6 +230,10 @@ env:
       secretKeyRef:
         name: {{ $c.secret.name }}
         key: {{ $key }}
+  {{- end }}
+  {{- range $envName, $key := $c.secret.files }}
+  - name: {{ $envName }}
+    value: {{ printf "%s/%s" (trimSuffix "/" $c.secret.mountPath) $key | quote }}
   {{- end }}
 {{- end }}
 {{- /* /readyz answers once the proxy listens: in native mode the app starts only after that. */}}
@@ -249,6 +270,12 @@ volumeMounts:
     mountPath: /etc/llm-sidecar
     readOnly: true
   {{- end }}
+  {{- /* The whole directory, never a subPath: the kubelet does not update subPath mounts. */}}
+  {{- if $c.secret.files }}
+  - name: llm-sidecar-secret
+    mountPath: {{ $c.secret.mountPath }}
+    readOnly: true
+  {{- end }}
 {{- end -}}
 
 {{- define "llm-sidecar.initContainers" -}}
@@ -273,5 +300,17 @@ volumeMounts:
 - name: llm-sidecar-config
   configMap:
     name: {{ include "llm-sidecar.fullname" . }}-chains
+{{- end }}
+{{- if $c.secret.files }}
+- name: llm-sidecar-secret
+  secret:
+    secretName: {{ $c.secret.name }}
+    {{- /* 0444: the sidecar runs as a non-root uid that owns nothing in the volume. */}}
+    defaultMode: 292
+    items:
+      {{- range $key := ($c.secret.files | values | uniq | sortAlpha) }}
+      - key: {{ $key }}
+        path: {{ $key }}
+      {{- end }}
 {{- end }}
 {{- end -}}
