@@ -79,6 +79,15 @@ def test_panels_answer_the_operator_questions() -> None:
     assert "llm_sidecar_backend_first_token_seconds_bucket" in exprs["Time to first token"]
     assert "llm_sidecar_tokens_total" in exprs["Tokens by backend"]
     assert "llm_sidecar_backend_circuit_state" in exprs["Circuit state"]
+    # The kinds are parts of prompt and completion: stacking them all would double count.
+    assert 'type=~"prompt|completion"' in exprs["Tokens by backend"]
+    headroom = exprs["Rate-limit headroom"]
+    assert "llm_sidecar_backend_ratelimit_remaining" in headroom
+    assert "llm_sidecar_backend_ratelimit_limit" in headroom
+    assert panels["Rate-limit headroom"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    cache = exprs["Prompt cache hit ratio"]
+    assert 'type="cache_read"' in cache
+    assert 'type="prompt"' in cache
 
 
 @pytest.mark.parametrize(

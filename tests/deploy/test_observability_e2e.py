@@ -96,8 +96,24 @@ def _completion(model: str) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
         ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": 2,
+            "total_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 3},
+        },
     }
+
+
+# What OpenAI sends on every answer: the headroom panel and alert read it back.
+RATELIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "500",
+    "x-ratelimit-remaining-requests": "499",
+    "x-ratelimit-reset-requests": "120ms",
+    "x-ratelimit-limit-tokens": "30000",
+    "x-ratelimit-remaining-tokens": "29000",
+    "x-ratelimit-reset-tokens": "2s",
+}
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -107,7 +123,9 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
 
 
 async def _stream(request: web.Request, *, complete: bool) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", **RATELIMIT_HEADERS}
+    )
     await response.prepare(request)
     await response.write(_chunk({"role": "assistant", "content": ""}))
     await response.write(_chunk({"content": "Hello"}))
@@ -128,7 +146,7 @@ async def _upstream(request: web.Request) -> web.StreamResponse:
         case "ok":
             if streaming:
                 return await _stream(request, complete=True)
-            return web.json_response(_completion(body.get("model", "m")))
+            return web.json_response(_completion(body.get("model", "m")), headers=RATELIMIT_HEADERS)
         case "cut":
             return await _stream(request, complete=False)
         case "r429":

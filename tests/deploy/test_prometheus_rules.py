@@ -71,6 +71,7 @@ def test_rules_cover_the_issue_alerts_and_recordings() -> None:
         "LLMSidecarCircuitOpen",
         "LLMSidecarFallbackExhausted",
         "LLMSidecarDown",
+        "LLMSidecarRateLimitHeadroomLow",
     }
     records = {rule["record"] for rule in _rules() if "record" in rule}
     assert {
