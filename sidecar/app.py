@@ -31,6 +31,7 @@ from sidecar.metrics import Metrics
 from sidecar.redact import Redactor
 from sidecar.routes import Proxy, quoted
 from sidecar.settings import Backend, Config
+from sidecar.tracing import NO_TRACING, Tracing, TracingConfigError, TracingSettings
 from sidecar.upstream import HttpUpstream, Upstream
 
 _STREAM_ABORT_WAIT_S = 1.0
@@ -229,6 +230,20 @@ class Sidecar:
 def _admin_error(status: int, message: str, code: str, headers: dict[str, str]) -> web.Response:
     body = openai.error_body(message, status=status, code=code)
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def build_tracing(settings: TracingSettings | None, *, version: str) -> Tracing:
+    """`NO_TRACING` unless OTEL_* configure an exporter; only then is OpenTelemetry imported."""
+    if settings is None:
+        return NO_TRACING
+    try:
+        from sidecar.tracing_otel import OtelTracing
+    except ImportError as e:
+        raise TracingConfigError(
+            "OTEL_TRACES_EXPORTER",
+            f"tracing needs the otel extra: pip install 'llm-sidecar[otel]' ({e.name} is missing)",
+        ) from None
+    return OtelTracing(settings, version=version)
 
 
 def create_app(

@@ -1,8 +1,8 @@
 """Request traces (OpenTelemetry, GenAI semantic conventions): off unless OTEL_* configure them.
 
-`tracing_settings(env)` decides from the standard variables; `build_tracing(settings)` returns
-`NO_TRACING` when they are off, and only otherwise imports `sidecar.tracing_otel` (and with it the
-`otel` extra), so the default footprint carries no OpenTelemetry code at all.
+`tracing_settings(env)` decides from the standard variables; `sidecar.app.build_tracing(settings)`
+returns `NO_TRACING` when they are off, and only otherwise imports `sidecar.tracing_otel` (and with
+it the `otel` extra), so the default footprint carries no OpenTelemetry code at all.
 
 Switching on (first matching row wins)
 
@@ -306,16 +306,3 @@ class _NoTracing:
 
 
 NO_TRACING: Tracing = _NoTracing()
-
-
-def build_tracing(settings: TracingSettings | None, *, version: str) -> Tracing:
-    if settings is None:
-        return NO_TRACING
-    try:
-        from sidecar.tracing_otel import OtelTracing
-    except ImportError as e:
-        raise TracingConfigError(
-            "OTEL_TRACES_EXPORTER",
-            f"tracing needs the otel extra: pip install 'llm-sidecar[otel]' ({e.name} is missing)",
-        ) from None
-    return OtelTracing(settings, version=version)

@@ -7,6 +7,7 @@ import pytest_asyncio
 from fakes.otlp_receiver import OtlpReceiver
 from multidict import CIMultiDict
 
+from sidecar.app import build_tracing
 from sidecar.tracing import (
     DEFAULT_ENDPOINT,
     NO_TRACING,
@@ -14,7 +15,6 @@ from sidecar.tracing import (
     Tracing,
     TracingConfigError,
     TracingSettings,
-    build_tracing,
     caller_trace_headers,
     tracing_settings,
 )
@@ -149,8 +149,8 @@ def test_an_invalid_caller_traceparent_is_dropped(value: str) -> None:
 
 def test_off_no_opentelemetry_module_is_imported() -> None:
     code = (
-        "import sys, sidecar.app, sidecar.tracing as t\n"
-        "assert t.build_tracing(t.tracing_settings({}), version='x') is t.NO_TRACING\n"
+        "import sys, sidecar.app as a, sidecar.tracing as t\n"
+        "assert a.build_tracing(t.tracing_settings({}), version='x') is t.NO_TRACING\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
     out = subprocess.run(
