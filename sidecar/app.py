@@ -24,10 +24,12 @@ from sidecar import __version__
 from sidecar.chain import FallbackChain, Member
 from sidecar.circuit import Circuit, CircuitState, uniform_jitter
 from sidecar.config import spec
+from sidecar.credentials import FileCredential, watch
 from sidecar.dialects import openai
 from sidecar.listener import Server
 from sidecar.logs import AccessLog
 from sidecar.metrics import Metrics
+from sidecar.ratelimit import Block, Headroom
 from sidecar.redact import Redactor
 from sidecar.routes import Proxy, quoted
 from sidecar.settings import Backend, Config
@@ -58,6 +60,9 @@ class Sidecar:
             {c: [(b.name, b.settings.kind) for b in bs] for c, bs in config.chains.items()}
         )
         self.redactor = Redactor(config.secrets())
+        self.tracing = build_tracing(config.tracing, version=__version__)
+        for credential in config.credential_files():
+            credential.on_reload = self._reloaded(credential)
         self._clock, self._jitter = clock, jitter
         self._upstream = upstream
         self.members = {name: self._member(b) for name, b in config.backends.items()}
@@ -74,11 +79,12 @@ class Sidecar:
         }
         stream = log_stream if log_stream is not None else sys.stderr.buffer
         self.access_log = AccessLog(stream, s.log_level, s.log_format, self.redactor)
-        self.proxy = Proxy(config, self.chains, self.metrics, self.access_log)
+        self.proxy = Proxy(config, self.chains, self.metrics, self.access_log, self.tracing)
         self.admin_routes = self._admin_routes()
         self._runners: list[web.BaseRunner] = []
         self._proxy_site: web.TCPSite | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._proxy_server: web.Server | None = None
         self.ports: tuple[int, int] = (0, 0)
 
@@ -98,9 +104,24 @@ class Sidecar:
             jitter=self._jitter,
             on_change=on_change,
         )
+        headroom = Headroom(
+            max_wait_s=s.retry_after_max_s,
+            clock=self._clock,
+            on_quota=self.metrics.quota_reported(b.name),
+        )
         kind = spec(b)
         make = self._upstream or kind.upstream or HttpUpstream
-        return Member(b, kind.adapter(b), make(b), circuit)
+        return Member(b, kind.adapter(b), make(b), circuit, headroom)
+
+    def _reloaded(self, credential: FileCredential) -> Callable[[bool], None]:
+        count = self.metrics.credential_reloaded(credential.owner)
+
+        def reloaded(ok: bool) -> None:
+            if ok:
+                self.redactor.add(credential.value)
+            count(ok)
+
+        return reloaded
 
     def _make_proxy_server(self) -> web.Server:
         # aiohttp's low-level server: the proxy routes by itself (routes.ROUTES), so the
@@ -163,6 +184,7 @@ class Sidecar:
         for name, m in self.members.items():
             # Reading the state moves an expired cooldown to half-open; on_change sets the gauge.
             state = m.circuit.state
+            block = m.headroom.blocked()
             backends.append(
                 {
                     "name": name,
@@ -171,6 +193,8 @@ class Sidecar:
                     "circuit": state.label,
                     "cooldown_remaining_s": round(m.circuit.cooldown_remaining_s(), 3),
                     "consecutive_failures": m.circuit.consecutive_failures,
+                    # Skipped as if its circuit were open, until the upstream's quota resets.
+                    "ratelimit_block": None if block is None else self._block(block),
                 }
             )
         return {
@@ -181,6 +205,13 @@ class Sidecar:
             "backends": backends,
         }
 
+    def _block(self, block: Block) -> dict[str, object]:
+        return {
+            "resource": block.resource.value,
+            "reason": block.reason,
+            "remaining_s": round(max(0.0, block.until - self._clock()), 3),
+        }
+
     async def start(self) -> tuple[int, int]:
         s = self.config.settings
         admin_server = Server(self._admin, access_log=None)
@@ -189,6 +220,7 @@ class Sidecar:
         # Everything has been drained by the time the runners are cleaned up.
         proxy = web.ServerRunner(self._proxy_server, shutdown_timeout=0.25)
         self._flusher = asyncio.create_task(self.access_log.flusher())
+        self._watcher = asyncio.create_task(watch(self.config.credential_files()))
         for runner in (admin, proxy):
             await runner.setup()
             self._runners.append(runner)
@@ -220,11 +252,13 @@ class Sidecar:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
+        for task in (self._flusher, self._watcher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._flusher = self._watcher = None
         await asyncio.gather(*(m.upstream.close() for m in self.members.values()))
+        await self.tracing.close()
 
 
 def _admin_error(status: int, message: str, code: str, headers: dict[str, str]) -> web.Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.failure import FailureClass
+from sidecar.tracing import NO_REQUEST_SPAN, RequestSpan
 
 
 class Route(enum.StrEnum):
@@ -50,6 +51,8 @@ class Call:
     # A stream-recovery continuation of a Responses stream: where the caller's stream stands
     # (`sidecar.dialects.responses_response.Cursor`), so that the continuation goes on in it.
     resume_from: Any = None
+    # This request's SERVER span; each attempt opens its CLIENT span under it.
+    trace: RequestSpan = NO_REQUEST_SPAN
 
     @property
     def include_usage(self) -> bool:
@@ -73,6 +76,11 @@ class UpstreamRequest:
 class Usage:
     prompt: int = 0
     completion: int = 0
+    # Parts of `prompt` (CONTRACT §12.4): read from, and written to, the upstream's prompt cache.
+    cache_read: int = 0
+    cache_write: int = 0
+    # Part of `completion`: the model's hidden reasoning.
+    reasoning: int = 0
 
 
 @dataclass(slots=True)
@@ -82,6 +90,9 @@ class Answer:
     body: bytes
     usage: Usage = field(default_factory=Usage)
     content_type: str = "application/json"
+    # For traces: the model that answered, and why the answer ended.
+    model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

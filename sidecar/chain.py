@@ -20,11 +20,12 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from sidecar import replies
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
-from sidecar.call import Call, UpstreamRequest
+from sidecar.call import Answer, Call, UpstreamRequest
 from sidecar.circuit import Circuit, CircuitState
 from sidecar.failure import (
     RETRYABLE,
@@ -35,11 +36,13 @@ from sidecar.failure import (
     opens_at_once,
 )
 from sidecar.metrics import BackendSeries, Metrics
+from sidecar.ratelimit import Headroom, parse_ratelimit
 from sidecar.redact import Redactor
 from sidecar.replies import Reply
 from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, GlobalSettings
 from sidecar.stream import Committed, until_commit
+from sidecar.tracing import OPERATIONS, UNTRACED, AttemptInfo, AttemptSpan
 from sidecar.upstream import Upstream, UpstreamError, UpstreamResponse
 
 F = FailureClass
@@ -56,10 +59,21 @@ class Member:
     adapter: BackendAdapter
     upstream: Upstream
     circuit: Circuit
+    # The upstream's own quota headers: no requests (or tokens) left skips it until the reset.
+    headroom: Headroom = field(default_factory=lambda: Headroom(max_wait_s=300))
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def available(self) -> bool:
+        """Not held back by a rate-limit block, and the circuit lets a request through (which
+        takes a half-open probe slot: the last check)."""
+        return self.headroom.blocked() is None and self.circuit.acquire()
+
+    def wait_s(self) -> float:
+        """Until this backend may be tried again (0: it may)."""
+        return max(self.circuit.cooldown_remaining_s(), self.headroom.remaining_s())
 
 
 @dataclass(slots=True)
@@ -92,6 +106,7 @@ class Attempt:
 @dataclass(slots=True)
 class Answered:
     reply: Reply
+    answer: Answer | None = None
 
 
 Result = Answered | Committed | Failure
@@ -189,7 +204,7 @@ class FallbackChain:
                 req = m.adapter.build(call)
             except Untranslatable:
                 continue
-            if not m.circuit.acquire():
+            if not m.available():
                 continue
             deadline = asyncio.get_running_loop().time() + m.config.settings.first_token_timeout_s
             return await self._continue(Attempt(m, series, call, req, deadline, trail, True))
@@ -217,12 +232,12 @@ class FallbackChain:
     ) -> UpstreamRequest | Untranslatable | None:
         """The request for `m`, or why it is skipped (None: skipped, nothing to tell the caller)."""
         if not m.adapter.supports(call.route):
-            self._skip(trail, m, series, F.UNSUPPORTED)
+            self._skip(trail, m, series, F.UNSUPPORTED, call)
             return None
         try:
             req = m.adapter.build(call)
         except Untranslatable as e:
-            self._skip(trail, m, series, F.UNSUPPORTED)
+            self._skip(trail, m, series, F.UNSUPPORTED, call)
             return e
         except Exception as e:  # a request shape the translation did not expect
             log.warning(
@@ -232,22 +247,28 @@ class FallbackChain:
                 exc_info=True,
                 extra={"fields": {"request_id": call.request_id, "backend": m.name}},
             )
-            self._skip(trail, m, series, F.UNSUPPORTED)
+            self._skip(trail, m, series, F.UNSUPPORTED, call)
             return Untranslatable(
                 f"the request cannot be translated for backend {m.name!r}: its shape "
                 f"is unexpected (request id {call.request_id})"
             )
-        if not m.circuit.acquire():
-            self._skip(trail, m, series, F.CIRCUIT_OPEN)
+        if not m.available():
+            self._skip(trail, m, series, F.CIRCUIT_OPEN, call)
             return None
         return req
 
     def _skip(
-        self, trail: list[AttemptRecord], m: Member, series: BackendSeries, cls: FailureClass
+        self,
+        trail: list[AttemptRecord],
+        m: Member,
+        series: BackendSeries,
+        cls: FailureClass,
+        call: Call,
     ) -> None:
         series.skipped.inc()
         series.failures[cls].inc()
         trail.append(AttemptRecord(m.name, cls, None, 0.0, sent=False))
+        call.trace.skipped(m.name, cls.value)
 
     async def _turn(self, a: Attempt) -> Result:
         """One backend's turn: its attempts, and what the turn's end means for its circuit."""
@@ -309,9 +330,10 @@ class FallbackChain:
         own = s.first_token_timeout_s if a.call.stream else s.response_timeout_s
         limit = min(own, a.deadline - start)
         status: int | None = None
+        span = a.call.trace.attempt(self._attempt_info(a) if a.call.trace.traced else UNTRACED)
         try:
             async with asyncio.timeout(limit):
-                result, status = await self._exchange(a, start)
+                result, status = await self._exchange(a, start, span)
         except TimeoutError:
             what = (
                 "request budget" if limit < own else "first token" if a.call.stream else "response"
@@ -320,9 +342,14 @@ class FallbackChain:
         except UpstreamError as e:
             result = Failure(before_commit(e.cls), e.detail)
         except asyncio.CancelledError:
+            span.end()
             ms = (loop.time() - start) * 1000
             a.trail.append(AttemptRecord(a.member.name, None, None, ms, cancelled=True))
             raise
+        except BaseException:
+            span.end()
+            raise
+        _traced(span, result)
         ms = (loop.time() - start) * 1000
         a.series.attempt_seconds.observe(ms / 1000)
         if isinstance(result, Failure):
@@ -334,8 +361,27 @@ class FallbackChain:
             a.trail.append(AttemptRecord(a.member.name, None, status, ms))
         return result
 
-    async def _exchange(self, a: Attempt, start: float) -> tuple[Result, int]:
-        resp = await a.member.upstream.send(a.request)
+    def _attempt_info(self, a: Attempt) -> AttemptInfo:
+        try:
+            url = urlsplit(a.request.url)
+            host, port = url.hostname, url.port
+        except ValueError:
+            host = port = None
+        return AttemptInfo(
+            backend=a.member.name,
+            kind=a.member.adapter.kind,
+            operation=OPERATIONS.get(a.call.route.value, a.call.route.value),
+            model=a.member.adapter.sent_model(a.call),
+            server_address=host,
+            server_port=port,
+            attempt=sum(1 for r in a.trail if r.sent) + 1,
+        )
+
+    async def _exchange(self, a: Attempt, start: float, span: AttemptSpan) -> tuple[Result, int]:
+        m = a.member
+        resp = await m.upstream.send(_outgoing(a, span))
+        # Every answer says how much quota is left, errors included (a 429 most of all).
+        m.headroom.observe(parse_ratelimit(resp.headers, now=time.time()))
         result: Result | None = None
         try:
             result = await self._read(a, resp, start)
@@ -372,8 +418,8 @@ class FallbackChain:
             return Failure(F.INVALID_RESPONSE, "upstream answer has an unexpected shape")
         headers = m.adapter.response_headers(call, resp.headers)
         content_type = headers.pop("content-type", None) or answer.content_type
-        a.series.count_tokens(answer.usage.prompt, answer.usage.completion)
-        return Answered(Reply(resp.status, answer.body, headers, content_type))
+        a.series.count_tokens(answer.usage)
+        return Answered(Reply(resp.status, answer.body, headers, content_type), answer)
 
     async def _error(self, a: Attempt, resp: UpstreamResponse) -> Failure:
         m, call = a.member, a.call
@@ -411,8 +457,39 @@ class FallbackChain:
         if last is not None:
             return replies.failure_reply(dialect, last, out.backend or "")
         if open_ := {a.backend for a in out.attempts if a.cls is F.CIRCUIT_OPEN}:
-            circuits = [m.circuit for m in self.members if m.name in open_]
-            return replies.circuits_open(dialect, self.name, circuits)
+            wait_s = min(m.wait_s() for m in self.members if m.name in open_)
+            return replies.circuits_open(dialect, self.name, wait_s)
         if untranslatable is not None:
             return replies.untranslatable(dialect, untranslatable.message, untranslatable.param)
         return replies.unsupported(dialect, self.name, call.route)
+
+
+def _outgoing(a: Attempt, span: AttemptSpan) -> UpstreamRequest:
+    """The request as this attempt sends it: with its trace context, and with the key as of now
+    when the key is a file that may have been rotated since the request was built (an attempt
+    in flight keeps the headers it was sent with)."""
+    extra = span.headers()
+    if a.member.config.key_file is not None:
+        extra = {**extra, **a.member.adapter.credentials()}
+    if not extra:
+        return a.request
+    return replace(a.request, headers={**a.request.headers, **extra})
+
+
+def _traced(span: AttemptSpan, result: Result) -> None:
+    """The attempt's CLIENT span learns how it ended; a committed stream's ends with the stream."""
+    if isinstance(result, Failure):
+        span.failed(result.cls.value)
+    elif isinstance(result, Committed):
+        span.committed()
+        result.span = span
+        return
+    elif result.answer is not None:
+        ans = result.answer
+        span.answered(
+            model=ans.model,
+            finish_reasons=ans.finish_reasons,
+            input_tokens=ans.usage.prompt,
+            output_tokens=ans.usage.completion,
+        )
+    span.end()

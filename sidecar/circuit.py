@@ -57,7 +57,7 @@ import enum
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import assert_never
 
 
@@ -214,10 +214,6 @@ class Circuit:
             self._on_change(state)
 
 
-def soonest_reopening(circuits: Iterable[Circuit]) -> float:
-    waits = [c.cooldown_remaining_s() for c in circuits if c.state is not CircuitState.CLOSED]
-    return min(waits, default=0.0)
-
-
-def retry_after_header(circuits: Iterable[Circuit]) -> str:
-    return str(max(1, math.ceil(soonest_reopening(circuits))))
+def retry_after_header(wait_s: float) -> str:
+    """Retry-After for a wait: whole seconds, rounded up, at least one."""
+    return str(max(1, math.ceil(wait_s)))

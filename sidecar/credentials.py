@@ -89,7 +89,8 @@ class FileCredential:
     ) -> None:
         self.path = path
         self.owner = owner
-        self._on_reload = on_reload
+        # Settable later: the settings read the file before the app has its metrics.
+        self.on_reload = on_reload
         self._seen = _signature(path)
         self._value = read_secret(path)
 
@@ -123,8 +124,8 @@ class FileCredential:
         return True
 
     def _report(self, ok: bool) -> None:
-        if self._on_reload is not None:
-            self._on_reload(ok)
+        if self.on_reload is not None:
+            self.on_reload(ok)
 
 
 async def watch(credentials: Sequence[FileCredential], interval_s: float = POLL_INTERVAL_S) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar import __version__
+from sidecar.call import Usage
 from sidecar.failure import FailureClass
 from sidecar.ratelimit import Quota, Resource
 
@@ -34,22 +35,14 @@ class BackendSeries:
     recovery_success: Counter
     recovery_failure: Counter
 
-    def count_tokens(
-        self,
-        prompt: int,
-        completion: int,
-        *,
-        cache_read: int = 0,
-        cache_write: int = 0,
-        reasoning: int = 0,
-    ) -> None:
+    def count_tokens(self, usage: Usage) -> None:
         # Each inc takes a lock: skip the ones that add nothing.
         for counter, n in (
-            (self.prompt_tokens, prompt),
-            (self.completion_tokens, completion),
-            (self.cache_read_tokens, cache_read),
-            (self.cache_write_tokens, cache_write),
-            (self.reasoning_tokens, reasoning),
+            (self.prompt_tokens, usage.prompt),
+            (self.completion_tokens, usage.completion),
+            (self.cache_read_tokens, usage.cache_read),
+            (self.cache_write_tokens, usage.cache_write),
+            (self.reasoning_tokens, usage.reasoning),
         ):
             if n:
                 counter.inc(n)

@@ -10,9 +10,19 @@ _KEY_SHAPED = re.compile(rb"\bsk-[-_A-Za-z0-9*]{8,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\
 
 class Redactor:
     def __init__(self, secrets: list[str]) -> None:
+        self._known = {s for s in secrets if len(s) >= 4}
+        self._secrets = self._ordered()
+
+    def add(self, secret: str) -> None:
+        """A secret loaded at run time (a rotated key file); the old ones stay redacted too."""
+        if len(secret) >= 4 and secret not in self._known:
+            self._known.add(secret)
+            # Replaced whole: `bytes` may be iterating the old list on another thread.
+            self._secrets = self._ordered()
+
+    def _ordered(self) -> list[bytes]:
         # Longest first, so a secret that contains another is removed whole.
-        ordered = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        self._secrets = [s.encode() for s in ordered]
+        return [s.encode() for s in sorted(self._known, key=len, reverse=True)]
 
     def bytes(self, data: bytes) -> bytes:
         for s in self._secrets:

@@ -4,13 +4,12 @@ sidecar's own error when every backend failed, was skipped, or the budget ran ou
 (`sidecar.dialects.error_types`).
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
 
 from sidecar.call import Dialect, Route
-from sidecar.circuit import Circuit, retry_after_header
+from sidecar.circuit import retry_after_header
 from sidecar.dialects.caller import error_body
 from sidecar.failure import Failure, FailureClass, status_of
 
@@ -41,12 +40,14 @@ def budget_spent(dialect: Dialect, chain: str) -> Reply:
     return Reply(504, error_body(dialect, 504, msg, code="timeout"))
 
 
-def circuits_open(dialect: Dialect, chain: str, circuits: Iterable[Circuit]) -> Reply:
+def circuits_open(dialect: Dialect, chain: str, wait_s: float) -> Reply:
+    """`wait_s`: until the first of them may be tried again (circuit cooldown or rate-limit
+    reset)."""
     msg = f"every backend of chain {chain!r} is cooling down (circuit open)"
     return Reply(
         503,
         error_body(dialect, 503, msg, code="circuit_open"),
-        {"retry-after": retry_after_header(circuits)},
+        {"retry-after": retry_after_header(wait_s)},
     )
 
 

@@ -29,6 +29,7 @@ from sidecar.recovery import Recovery
 from sidecar.replies import Reply
 from sidecar.settings import Config
 from sidecar.stream import StreamRelay
+from sidecar.tracing import NO_TRACING, RequestSpan, Tracing
 
 log = logging.getLogger("sidecar.routes")
 
@@ -89,6 +90,7 @@ class Proxy:
         chains: dict[str, FallbackChain],
         metrics: Metrics,
         access_log: AccessLog,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         s = config.settings
         self.access_log = access_log
@@ -105,7 +107,10 @@ class Proxy:
         self._idle.set()
         # Read at scrape time: nothing to update on the request path.
         metrics.inflight.set_function(lambda: self.inflight)
-        self._token = s.auth_token.get_secret_value().encode() if s.auth_token else None
+        self.tracing = tracing
+        # Looked up per request: SIDECAR_AUTH_TOKEN_FILE may be rotated, and the old token stops
+        # working as soon as the new one is loaded.
+        self._token = config.auth_token
         self._models = _model_list(config)
         self._model_by_id = {m["id"]: m for m in self._models}
         self._model_required = {
@@ -137,6 +142,7 @@ class Proxy:
         started = time.perf_counter()
         request_id = _request_id(request)
         inbound = _route_of(request.path)
+        trace = self.tracing.request(inbound.route.value, request.path, request.headers)
         status = 499
         self.inflight += 1
         self._idle.clear()
@@ -144,7 +150,7 @@ class Proxy:
         if task is not None:
             self._waiting[task] = inbound
         try:
-            resp = await self._serve(request, request_id, inbound)
+            resp = await self._serve(request, request_id, inbound, trace)
             status = resp.status
             return resp
         except Rejected as e:
@@ -174,6 +180,8 @@ class Proxy:
             if not self.inflight:
                 self._idle.set()
             elapsed = time.perf_counter() - started
+            exhausted = inbound.outcome is not None and inbound.outcome.exhausted
+            trace.end(chain=inbound.chain, status=status, exhausted=exhausted)
             self._observe(inbound, status, elapsed)
             if self.access_log.enabled:
                 self.access_log.write(
@@ -181,7 +189,7 @@ class Proxy:
                 )
 
     async def _serve(
-        self, request: web.BaseRequest, request_id: str, inbound: Inbound
+        self, request: web.BaseRequest, request_id: str, inbound: Inbound, trace: RequestSpan
     ) -> web.StreamResponse:
         if self.inflight > self.settings.max_inflight:
             raise Rejected(503, "too many requests in flight", "overloaded", {"retry-after": "1"})
@@ -202,6 +210,7 @@ class Proxy:
             return _json(200, model, request_id)
         raw = await self._body(request)
         call = self._call(request, request_id, inbound, raw)
+        call.trace = trace
         chain = self.chains[call.chain]
         inbound.outcome = Outcome(chain.name)
         outcome = inbound.outcome = await chain.forward(call, inbound.outcome.attempts)
@@ -228,11 +237,12 @@ class Proxy:
         return self._model_by_id.get(request.path[len("/v1/models/") :])
 
     def _authorize(self, request: web.BaseRequest) -> None:
-        if self._token is None:
+        token = self._token()
+        if token is None:
             return
         auth = request.headers.get("authorization", "")
         given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode(), self._token):
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise Rejected(401, "missing or invalid sidecar token", "invalid_api_key")
 
     async def _body(self, request: web.BaseRequest) -> bytes:

@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from sidecar.credentials import FileCredential, UnusableSecret
 from sidecar.failure import DEFAULT_FALLBACK_ON, FailureClass
+from sidecar.tracing import TracingConfigError, TracingSettings, tracing_settings
 
 S = TypeVar("S", bound=BaseSettings)
 # `inf`, `nan` and `1e309` parse as floats: none is a duration (and JSON has no word for them).
@@ -86,6 +88,7 @@ class GlobalSettings(_FromMapping):
     idle_timeout_s: Seconds = 30
     max_inflight: int = Field(1024, gt=0)
     auth_token: SecretStr | None = None
+    auth_token_file: Path | None = None
     circuit_failures: int = Field(5, gt=0)
     circuit_cooldown_s: Seconds = 10
     circuit_max_cooldown_s: Seconds = 30
@@ -120,6 +123,7 @@ class BackendSettings(_FromMapping):
     kind: str = "openai"
     base_url: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
     model: str | None = None
     model_map: str | None = None
     connect_timeout_s: Seconds = 5
@@ -160,10 +164,19 @@ class Backend:
     headers: Mapping[str, str]
     # The kind's own, when BASE_URL is not set (filled in by `sidecar.config`).
     default_base_url: str = ""
+    # API_KEY_FILE, read at start and watched (`sidecar.credentials`).
+    key_file: FileCredential | None = None
 
     @property
     def base_url(self) -> str:
         return self.settings.base_url or self.default_base_url
+
+    def api_key(self) -> str | None:
+        """The key to send now: API_KEY_FILE's current value, else API_KEY."""
+        if self.key_file is not None:
+            return self.key_file.value
+        key = self.settings.api_key
+        return key.get_secret_value() if key else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,21 @@ class Config:
     chains: Mapping[str, tuple[Backend, ...]]
     backends: Mapping[str, Backend] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # SIDECAR_AUTH_TOKEN_FILE, read at start and watched.
+    auth_token_file: FileCredential | None = None
+    # None: tracing is off (no OTEL_* exporter configured).
+    tracing: TracingSettings | None = None
+
+    def auth_token(self) -> str | None:
+        """The inbound token now: SIDECAR_AUTH_TOKEN_FILE's current value, else the variable."""
+        if self.auth_token_file is not None:
+            return self.auth_token_file.value
+        token = self.settings.auth_token
+        return token.get_secret_value() if token else None
+
+    def credential_files(self) -> list[FileCredential]:
+        found = [self.auth_token_file] if self.auth_token_file is not None else []
+        return found + [b.key_file for b in self.backends.values() if b.key_file is not None]
 
     def secrets(self) -> list[str]:
         found = [self.settings.auth_token] if self.settings.auth_token else []
@@ -180,6 +208,8 @@ class Config:
             found += [x for x in (s.api_key, s.aws_secret_access_key, s.aws_session_token) if x]
         # Static headers often carry a gateway's key: treat every value as one.
         values = [v for b in self.backends.values() for v in b.headers.values()]
+        values += [f.value for f in self.credential_files()]
+        values += self.tracing.secrets() if self.tracing is not None else []
         return [x.get_secret_value() for x in found if x.get_secret_value()] + values
 
 
@@ -197,6 +227,10 @@ def read_config(environ: Mapping[str, str] | None = None, kinds: KindRules | Non
     problems: list[Problem] = []
     settings = _load(GlobalSettings, "SIDECAR_", env, problems)
     problems += _check_global(settings)
+    token_file = _credential_file(
+        "SIDECAR_AUTH_TOKEN", settings.auth_token, settings.auth_token_file, "inbound", problems
+    )
+    tracing = _tracing(env, problems)
     try:
         specs = _chain_specs(settings, env)
     except ConfigError as e:
@@ -216,8 +250,37 @@ def read_config(environ: Mapping[str, str] | None = None, kinds: KindRules | Non
     if problems:
         raise ConfigError(*problems[0], *problems[1:])
     return Config(
-        settings=settings, chains=chains, backends=backends, warnings=_unknown(env, backends)
+        settings=settings,
+        chains=chains,
+        backends=backends,
+        warnings=_unknown(env, backends),
+        auth_token_file=token_file,
+        tracing=tracing,
     )
+
+
+def _credential_file(
+    var: str, value: SecretStr | None, path: Path | None, owner: str, problems: list[Problem]
+) -> FileCredential | None:
+    """`{var}_FILE` read now; a bad file fails startup naming the variable, never the content."""
+    if path is None:
+        return None
+    if value is not None:
+        problems.append((f"{var}_FILE", f"set either {var} or {var}_FILE, not both"))
+        return None
+    try:
+        return FileCredential(path, owner)
+    except UnusableSecret as e:
+        problems.append((f"{var}_FILE", str(e)))
+        return None
+
+
+def _tracing(env: Mapping[str, str], problems: list[Problem]) -> TracingSettings | None:
+    try:
+        return tracing_settings(env)
+    except TracingConfigError as e:
+        problems.append((e.env_var, e.reason))
+        return None
 
 
 def _check_global(s: GlobalSettings) -> list[Problem]:
@@ -364,7 +427,15 @@ def _backend(
         headers = _headers(prefix, s.headers)
     except ConfigError as e:
         problems += e.problems
-    backend = Backend(name=name, prefix=prefix, settings=s, model_map=model_map, headers=headers)
+    key_file = _credential_file(f"{prefix}API_KEY", s.api_key, s.api_key_file, name, problems)
+    backend = Backend(
+        name=name,
+        prefix=prefix,
+        settings=s,
+        model_map=model_map,
+        headers=headers,
+        key_file=key_file,
+    )
     problems += _check_backend(backend)
     if kinds is not None:
         try:

@@ -26,6 +26,7 @@ from aiohttp import web
 from sidecar.call import StreamAdapter, StreamStep
 from sidecar.failure import Failure, FailureClass
 from sidecar.metrics import BackendSeries
+from sidecar.tracing import NO_ATTEMPT_SPAN, AttemptSpan
 from sidecar.upstream import UpstreamError, UpstreamResponse
 
 F = FailureClass
@@ -52,6 +53,8 @@ class Committed:
     headers: dict[str, str]
     idle_timeout_s: float
     redact: Callable[[bytes], bytes]
+    # The attempt's CLIENT span: it ends with the stream.
+    span: AttemptSpan = NO_ATTEMPT_SPAN
 
 
 Recover = Callable[[Committed], Awaitable[Committed | None]]
@@ -239,7 +242,18 @@ class StreamRelay:
             c.response.finish()
         else:
             c.response.close()
-        c.series.count_tokens(c.adapter.usage.prompt, c.adapter.usage.completion)
+        usage = c.adapter.usage
+        c.series.count_tokens(usage)
+        if complete:
+            c.span.answered(
+                model=None,
+                finish_reasons=(),
+                input_tokens=usage.prompt,
+                output_tokens=usage.completion,
+            )
+        else:
+            c.span.failed(self.end if self.end in F.__members__.values() else "stream_interrupted")
+        c.span.end()
 
 
 class _IdleWatchdog:

@@ -214,6 +214,9 @@ class AttemptSpan(Protocol):
 
 
 class RequestSpan(Protocol):
+    # False for the no-op span: the chain then builds no `AttemptInfo`.
+    traced: bool
+
     def attempt(self, info: AttemptInfo) -> AttemptSpan: ...
 
     def skipped(self, backend: str, cls: str) -> None: ...
@@ -274,6 +277,7 @@ _NO_ATTEMPT = _NoAttempt({})
 
 class _NoRequest:
     __slots__ = ("_attempt",)
+    traced = False
 
     def __init__(self, attempt: _NoAttempt) -> None:
         self._attempt = attempt
@@ -289,6 +293,18 @@ class _NoRequest:
 
 
 _NO_REQUEST = _NoRequest(_NO_ATTEMPT)
+NO_REQUEST_SPAN: RequestSpan = _NO_REQUEST
+NO_ATTEMPT_SPAN: AttemptSpan = _NO_ATTEMPT
+# What the chain hands a no-op span: it reads nothing of it.
+UNTRACED = AttemptInfo("", "", "", None, None, None, 0)
+
+# gen_ai.operation.name per route; a route not listed is named by itself.
+OPERATIONS: Mapping[str, str] = {
+    "chat_completions": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "embeddings": "embeddings",
+}
 
 
 class _NoTracing:

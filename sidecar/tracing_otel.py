@@ -95,6 +95,7 @@ class OtelAttempt:
 
 class OtelRequest:
     __slots__ = ("_context", "_ended", "_span", "_tracing")
+    traced = True
 
     def __init__(self, tracing: "OtelTracing", span: Span) -> None:
         self._tracing = tracing

@@ -85,6 +85,7 @@ async def test_probes_and_status(
         "circuit": "closed",
         "cooldown_remaining_s": 0,
         "consecutive_failures": 0,
+        "ratelimit_block": None,
     }
     assert "127.0.0.1" not in str(status)
 

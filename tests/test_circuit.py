@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 from conftest import FakeClock
 
-from sidecar.circuit import Circuit, CircuitState, retry_after_header, soonest_reopening
+from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.config import load_config
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
@@ -355,23 +355,6 @@ def test_invalid_settings_are_refused(kwargs: dict[str, float], message: str) ->
         Circuit(**settings)  # type: ignore[arg-type]
 
 
-def test_soonest_reopening_is_the_shortest_wait_among_open_circuits(clock: FakeClock) -> None:
-    closed, soon, late = make(clock), make(clock), make(clock)
-    soon.record_failure(retry_after_s=4.0, open_now=True)
-    late.record_failure(retry_after_s=30.0, open_now=True)
-    assert soonest_reopening([closed, late, soon]) == 4.0
-    assert soonest_reopening([late]) == 30.0
-    assert soonest_reopening([]) == 0.0
-
-
-def test_half_open_circuit_with_its_probe_out_may_reopen_at_any_moment(clock: FakeClock) -> None:
-    probing, late = make(clock), make(clock)
-    probing.record_failure(retry_after_s=1.0, open_now=True)
-    late.record_failure(retry_after_s=30.0, open_now=True)
-    probe(probing, clock)
-    assert soonest_reopening([probing, late]) == 0.0
-
-
 @pytest.mark.parametrize(
     ("retry_after_s", "header"),
     [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2"), (7.5, "8"), (60.0, "60")],
@@ -381,7 +364,7 @@ def test_all_skipped_retry_after_is_whole_seconds_rounded_up_at_least_one(
 ) -> None:
     circuit = make(clock)
     circuit.record_failure(retry_after_s=retry_after_s, open_now=True)
-    assert retry_after_header([circuit]) == header
+    assert retry_after_header(circuit.cooldown_remaining_s()) == header
 
 
 def primary_back_after(jitter: Callable[[], float], outage_s: int, hang_from: int | None) -> int:

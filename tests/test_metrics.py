@@ -1,5 +1,6 @@
 from prometheus_client import CollectorRegistry
 
+from sidecar.call import Usage
 from sidecar.metrics import Metrics
 from sidecar.ratelimit import Quota, Resource
 
@@ -12,8 +13,8 @@ def _metrics() -> Metrics:
 
 def test_token_kinds_count_separately_and_zeros_add_nothing() -> None:
     m = _metrics()
-    m.series("default", "b0").count_tokens(10, 4, cache_read=6, cache_write=2, reasoning=3)
-    m.series("default", "b0").count_tokens(0, 0)
+    m.series("default", "b0").count_tokens(Usage(10, 4, cache_read=6, cache_write=2, reasoning=3))
+    m.series("default", "b0").count_tokens(Usage())
     g = m.registry.get_sample_value
     labels = {"chain": "default", "backend": "b0"}
     got = {

@@ -61,9 +61,12 @@ class AnthropicBackend(BackendAdapter):
         super().__init__(*args, **kwargs)
         self._url = self.backend.base_url.rstrip("/") + "/v1/messages"
         self._static = {k.lower(): v for k, v in self.backend.headers.items()}
-        key = self.backend.settings.api_key
-        assert key is not None  # settings require API_KEY for this kind
-        self._static["x-api-key"] = key.get_secret_value()
+        self._static.update(self.credentials())
+
+    def credentials(self) -> dict[str, str]:
+        key = self.backend.api_key()
+        assert key is not None  # settings require API_KEY or API_KEY_FILE for this kind
+        return {"x-api-key": key}
 
     def build(self, call: Call) -> UpstreamRequest:
         if call.route is Route.RESPONSES:

@@ -32,8 +32,8 @@ class AzureBackend(OpenAIBackend):
         self.asks_usage = version is None or version >= _STREAM_OPTIONS_SINCE
 
     def credentials(self) -> dict[str, str]:
-        key = self.backend.settings.api_key
-        return {"api-key": key.get_secret_value()} if key else {}
+        key = self.backend.api_key()
+        return {"api-key": key} if key else {}
 
     def url(self, call: Call) -> str:
         s = self.backend.settings

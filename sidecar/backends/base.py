@@ -48,6 +48,15 @@ class BackendAdapter(ABC):
         self.name = backend.name
         self.kind = backend.settings.kind
 
+    def credentials(self) -> dict[str, str]:
+        """The header carrying the backend's key as of now (`Backend.api_key`): the chain sets it
+        again on each attempt when the key comes from a file that may have been rotated."""
+        return {}
+
+    def sent_model(self, call: Call) -> str | None:
+        """The model the upstream is asked for (traces)."""
+        return self.model_for(call.model)
+
     def supports(self, route: Route) -> bool:
         return route in self.routes
 
@@ -103,12 +112,19 @@ class KindSpec:
 
 
 def require(b: Backend, setting: str, why: str) -> None:
-    """`{PREFIX}{SETTING}` must be set, for the reason given."""
+    """`{PREFIX}{SETTING}` must be set, for the reason given (API_KEY: or API_KEY_FILE)."""
     require_all(b, [(setting, why)])
 
 
 def require_all(b: Backend, needs: list[tuple[str, str]]) -> None:
-    """Each `(SETTING, why)` must be set; one error names every one missing."""
-    missing = [(f"{b.prefix}{n}", why) for n, why in needs if not getattr(b.settings, n.lower())]
+    """Each `(SETTING, why)` must be set; one error names every one missing. A key file counts
+    as API_KEY."""
+    missing = [(f"{b.prefix}{n}", why) for n, why in needs if not _is_set(b, n)]
     if missing:
         raise ConfigError(*missing[0], *missing[1:])
+
+
+def _is_set(b: Backend, setting: str) -> bool:
+    if setting == "API_KEY" and b.key_file is not None:
+        return True
+    return bool(getattr(b.settings, setting.lower()))

@@ -61,8 +61,8 @@ class OpenAIBackend(BackendAdapter):
     asks_usage = True
 
     def credentials(self) -> dict[str, str]:
-        key = self.backend.settings.api_key
-        return {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        key = self.backend.api_key()
+        return {"authorization": f"Bearer {key}"} if key else {}
 
     def url(self, call: Call) -> str:
         if call.route is Route.PASSTHROUGH:
@@ -198,7 +198,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def _check(b: Backend, env: Mapping[str, str]) -> None:
-    if not b.settings.api_key and b.base_url == DEFAULT_BASE_URL:
+    if b.api_key() is None and b.base_url == DEFAULT_BASE_URL:
         raise ConfigError(
             f"{b.prefix}API_KEY", "required for api.openai.com (set BASE_URL for a keyless server)"
         )
