@@ -34,6 +34,7 @@ from sidecar.dialects.anthropic_response import (
 from sidecar.dialects.anthropic_stream import AnthropicStream, AnthropicToOpenAIStream
 from sidecar.dialects.error_types import anthropic_error_type
 from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.openai import usage_of
 from sidecar.dialects.pivot import (
     END,
     InBandError,
@@ -119,11 +120,14 @@ class AnthropicBackend(BackendAdapter):
             raise InvalidResponse("upstream answered 2xx without content")
         usage = parsed.get("usage")
         openai_usage = anthropic_usage_to_openai(usage if isinstance(usage, dict) else {})
-        tokens = Usage(openai_usage["prompt_tokens"], openai_usage["completion_tokens"])
-        if call.route is Route.MESSAGES:
-            return Answer(body, tokens)
-        translated = anthropic_response_to_openai(parsed, model=self.caller_model(call))
-        return Answer(orjson.dumps(translated), tokens)
+        tokens = usage_of({"usage": openai_usage}) or Usage()
+        model, stop = parsed.get("model"), parsed.get("stop_reason")
+        answer = Answer(body, tokens, model=model if isinstance(model, str) else None)
+        answer.finish_reasons = (stop,) if isinstance(stop, str) else ()
+        if call.route is not Route.MESSAGES:
+            translated = anthropic_response_to_openai(parsed, model=self.caller_model(call))
+            answer.body = orjson.dumps(translated)
+        return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
         if call.route is Route.RESPONSES:
@@ -180,7 +184,7 @@ class AnthropicSource(SSESource):
 
     @property
     def usage(self) -> Usage:
-        return Usage(self._tr.prompt_tokens or 0, self._tr.completion_tokens or 0)
+        return self._tr.usage
 
 
 def _check(b: Backend, env: Mapping[str, str]) -> None:

@@ -36,6 +36,7 @@ from sidecar.dialects.bedrock import (
     openai_request_to_converse,
 )
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.openai import usage_of
 from sidecar.dialects.pivot import (
     END,
     AnthropicSink,
@@ -120,10 +121,13 @@ class BedrockBackend(BackendAdapter):
             raise InvalidResponse("Bedrock answered with a body that cannot be read") from None
         except InvalidUpstreamResponse as e:
             raise InvalidResponse(e.message) from None
-        usage = Usage(openai["usage"]["prompt_tokens"], openai["usage"]["completion_tokens"])
+        usage = usage_of(openai) or Usage()
+        stop = parsed.get("stopReason") if isinstance(parsed, dict) else None
         if _anthropic(call):
             openai = _to_anthropic(openai, self.caller_model(call))
-        return Answer(orjson.dumps(openai), usage)
+        answer = Answer(orjson.dumps(openai), usage)
+        answer.finish_reasons = (stop,) if isinstance(stop, str) else ()
+        return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
         if call.route is Route.RESPONSES:
@@ -197,7 +201,7 @@ class BedrockSource(Source):
 
     @property
     def usage(self) -> Usage:
-        return Usage(self._tr.prompt_tokens or 0, self._tr.completion_tokens or 0)
+        return self._tr.usage
 
 
 def _exception(name: str, body: Any) -> InBandError:

@@ -26,8 +26,8 @@ from sidecar.backends.base import (
     KindSpec,
     json_object_body,
 )
-from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.openai import OpenAIStream, usage_of
+from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
+from sidecar.dialects.openai import OpenAIStream, responses_usage, usage_of
 from sidecar.dialects.responses_stream import ResponsesStream
 from sidecar.headers import relayed
 from sidecar.settings import Backend, ConfigError
@@ -137,9 +137,12 @@ class OpenAIBackend(BackendAdapter):
             return _native_response(parsed, body)
         if call.route is Route.CHAT_COMPLETIONS and not isinstance(parsed.get("choices"), list):
             raise InvalidResponse("upstream answered 2xx without choices")
-        answer = Answer(body)
+        answer = Answer(body, model=_text(parsed.get("model")))
         if (usage := usage_of(parsed)) is not None:
             answer.usage = usage
+        if isinstance(choices := parsed.get("choices"), list):
+            reasons = (c.get("finish_reason") for c in choices if isinstance(c, dict))
+            answer.finish_reasons = tuple(r for r in reasons if isinstance(r, str))
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
@@ -183,15 +186,11 @@ def _native_response(parsed: dict[str, Any], body: bytes) -> Answer:
     if not isinstance(parsed.get("output"), list):
         raise InvalidResponse("upstream answered 2xx without output")
     found = parsed.get("usage")
-    usage: dict[str, Any] = found if isinstance(found, dict) else {}
-    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-    return Answer(
-        body,
-        Usage(
-            prompt if isinstance(prompt, int) else 0,
-            completion if isinstance(completion, int) else 0,
-        ),
-    )
+    return Answer(body, responses_usage(found), model=_text(parsed.get("model")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.call import StreamAdapter, StreamStep
+from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects import openai_response
 from sidecar.dialects.anthropic_response import (
     STOP_REASON_TO_FINISH,
@@ -30,6 +30,7 @@ from sidecar.dialects.anthropic_response import (
     openai_usage_to_anthropic,
     stop_reason,
 )
+from sidecar.dialects.openai import usage_of
 from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
 from sidecar.failure import FailureClass, classify_error_event
 
@@ -52,15 +53,6 @@ def anthropic_stream_error_type(sidecar_class: str) -> str:
 
 
 _MESSAGE_STOP: Final = sse_event("message_stop", b'{"type":"message_stop"}')
-
-
-def _anthropic_tokens(usage: Any) -> tuple[int | None, int | None]:
-    if not isinstance(usage, dict):
-        return None, None
-    counted = anthropic_usage_to_openai(usage)
-    prompt = counted["prompt_tokens"] if "input_tokens" in usage else None
-    completion = usage.get("output_tokens")
-    return prompt, completion if isinstance(completion, int) else None
 
 
 class AnthropicStream(StreamAdapter):
@@ -137,11 +129,18 @@ class AnthropicStream(StreamAdapter):
 
     def _count(self, usage: Any) -> None:
         # message_delta counts are cumulative: they replace the earlier ones.
-        prompt, completion = _anthropic_tokens(usage)
-        if prompt is not None:
-            self.usage.prompt = prompt
-        if completion is not None:
-            self.usage.completion = completion
+        if not isinstance(usage, dict):
+            return
+        counted = usage_of({"usage": anthropic_usage_to_openai(usage)}) or Usage()
+        u = self.usage
+        if "input_tokens" in usage:
+            u.prompt, u.cache_read, u.cache_write = (
+                counted.prompt,
+                counted.cache_read,
+                counted.cache_write,
+            )
+        if isinstance(usage.get("output_tokens"), int):
+            u.completion, u.reasoning = counted.completion, counted.reasoning
 
     def _malformed(self) -> bytes:
         return anthropic_error_event("api_error", "upstream sent a malformed stream event")
@@ -176,6 +175,10 @@ class AnthropicToOpenAIStream:
         if not (self._saw_start or self._saw_delta):
             return None
         return int(self._usage.get("output_tokens") or 0)
+
+    @property
+    def usage(self) -> Usage:
+        return usage_of({"usage": anthropic_usage_to_openai(self._usage)}) or Usage()
 
     def feed(self, event: str, data: JSON) -> list[JSON]:
         match event:

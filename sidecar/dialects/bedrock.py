@@ -41,8 +41,10 @@ from typing import Any, Final
 
 import orjson
 
+from sidecar.call import Usage
 from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.openai import usage_of
 
 __all__ = [
     "Converse",
@@ -347,6 +349,10 @@ class ConverseStreamToOpenAI:
     @property
     def completion_tokens(self) -> int | None:
         return None if self._usage is None else int(self._usage["completion_tokens"])
+
+    @property
+    def usage(self) -> Usage:
+        return usage_of({"usage": self._usage}) or Usage()
 
     def feed(self, event: JSON) -> list[JSON]:
         if "messageStart" in event:

@@ -25,7 +25,8 @@ from typing import Any, Final
 
 import orjson
 
-from sidecar.call import StreamAdapter, StreamStep, Usage
+from sidecar.call import StreamAdapter, StreamStep
+from sidecar.dialects.openai import responses_usage
 from sidecar.dialects.pivot import InBandError, Sink
 from sidecar.dialects.responses_request import ToolNames
 from sidecar.dialects.responses_response import Cursor, OpenItem, ResponsesEvents
@@ -216,11 +217,7 @@ class ResponsesStream(StreamAdapter):
 
     def _count(self, usage: Any) -> None:
         if isinstance(usage, dict):
-            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-            self.usage = Usage(
-                prompt if isinstance(prompt, int) else 0,
-                completion if isinstance(completion, int) else 0,
-            )
+            self.usage = responses_usage(usage)
 
     def cursor(self) -> Cursor:
         return Cursor(

@@ -65,6 +65,8 @@ class Script:
         default_factory=lambda: {"message": "upstream died", "type": "server_error"}
     )
     usage: bool = True
+    # Merged into the answer's (or the usage chunk's) `usage`: token details, for instance.
+    usage_extra: dict[str, Any] = field(default_factory=dict)
     # Stream recovery: answer with the rest of this text after the prefill it was sent.
     continues: str | None = None
     # Streams: how long the body's end (the last HTTP chunk) lags behind `data: [DONE]` (or an
@@ -121,9 +123,9 @@ class FakeOpenAI(Loopback[Script, Seen]):
                 return await self._stream(request, s, parsed)
             if request.path.endswith("/embeddings"):
                 return web.json_response(_embedding(parsed))
-            return web.json_response(
-                completion(s.text, parsed.get("model", "fake")), headers=s.headers
-            )
+            answer = completion(s.text, parsed.get("model", "fake"))
+            answer["usage"].update(s.usage_extra)
+            return web.json_response(answer, headers=s.headers)
         except asyncio.CancelledError:
             self.cancelled.append(time.monotonic())
             raise
@@ -154,7 +156,9 @@ class FakeOpenAI(Loopback[Script, Seen]):
             "include_usage"
         )
         if include and s.usage:
-            await resp.write(_event(usage_chunk(model, len(words))))
+            last = usage_chunk(model, len(words))
+            last["usage"].update(s.usage_extra)
+            await resp.write(_event(last))
         if s.end == "done":
             await resp.write(b"data: [DONE]\n\n")
         if s.done_gap_s:

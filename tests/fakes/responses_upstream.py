@@ -38,6 +38,8 @@ class Script:
     reasoning: str | None = None
     # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
     reply: Callable[[JSON], str] | None = None
+    # The answer's `usage`; None: USAGE.
+    usage: JSON | None = None
 
 
 @dataclass
@@ -84,7 +86,7 @@ def pieces(s: Script) -> list[str]:
 
 
 def answer(s: Script, model: str) -> JSON:
-    return response("resp_fake", model, "completed", [_item(s, "completed")], USAGE)
+    return response("resp_fake", model, "completed", [_item(s, "completed")], s.usage or USAGE)
 
 
 def _item(s: Script, status: str, content: str | None = None) -> JSON:
@@ -163,7 +165,7 @@ def stream_events(s: Script, model: str) -> Iterator[bytes | None]:
     yield event("response.output_item.done", {"output_index": index, "item": item}, next(seq))
     if s.end == "no_final":
         return
-    done = response(rid, model, "completed", [item], USAGE)
+    done = response(rid, model, "completed", [item], s.usage or USAGE)
     yield event("response.completed", {"response": done}, next(seq))
 
 
