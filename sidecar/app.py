@@ -24,7 +24,7 @@ from sidecar import __version__
 from sidecar.chain import FallbackChain, Member
 from sidecar.circuit import Circuit, CircuitState, uniform_jitter
 from sidecar.config import spec
-from sidecar.credentials import FileCredential, watch
+from sidecar.credentials import POLL_INTERVAL_S, FileCredential, watch
 from sidecar.dialects import openai
 from sidecar.listener import Server
 from sidecar.logs import AccessLog
@@ -51,6 +51,7 @@ class Sidecar:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = uniform_jitter,
         upstream: UpstreamFactory | None = None,
+        credential_poll_s: float = POLL_INTERVAL_S,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.config = config
@@ -65,6 +66,7 @@ class Sidecar:
             credential.on_reload = self._reloaded(credential)
         self._clock, self._jitter = clock, jitter
         self._upstream = upstream
+        self._credential_poll_s = credential_poll_s
         self.members = {name: self._member(b) for name, b in config.backends.items()}
         s = config.settings
         self.chains = {
@@ -220,7 +222,8 @@ class Sidecar:
         # Everything has been drained by the time the runners are cleaned up.
         proxy = web.ServerRunner(self._proxy_server, shutdown_timeout=0.25)
         self._flusher = asyncio.create_task(self.access_log.flusher())
-        self._watcher = asyncio.create_task(watch(self.config.credential_files()))
+        files = self.config.credential_files()
+        self._watcher = asyncio.create_task(watch(files, self._credential_poll_s))
         for runner in (admin, proxy):
             await runner.setup()
             self._runners.append(runner)
@@ -288,7 +291,9 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     jitter: Callable[[], float] = uniform_jitter,
     upstream: UpstreamFactory | None = None,
+    credential_poll_s: float = POLL_INTERVAL_S,
 ) -> Sidecar:
-    """`clock` and `jitter` drive every circuit: tests play long outages on a fake clock;
-    `upstream` replaces the HTTP transport (tests of the chain on a fake one)."""
-    return Sidecar(config, registry, log_stream, clock, jitter, upstream)
+    """`clock` and `jitter` drive every circuit (and the rate-limit gates): tests play long
+    outages on a fake clock; `upstream` replaces the HTTP transport (tests of the chain on a fake
+    one); `credential_poll_s` is how often credential files are looked at."""
+    return Sidecar(config, registry, log_stream, clock, jitter, upstream, credential_poll_s)

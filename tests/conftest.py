@@ -99,7 +99,7 @@ async def sidecar() -> AsyncIterator[SidecarFactory]:
     started: list[Sidecar] = []
 
     async def make(env: dict[str, str], **wiring: Any) -> Running:
-        """`wiring`: create_app's `clock=` and `upstream=`."""
+        """`wiring`: create_app's `clock=`, `upstream=` and `credential_poll_s=`."""
         full = {"SIDECAR_PORT": "0", "SIDECAR_ADMIN_PORT": "0", **env}
         registry, log = CollectorRegistry(), io.BytesIO()
         app = create_app(load_config(full), registry=registry, log_stream=log, **wiring)

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 SECRET = "sk-canary-cli-secret-0123456789"
 
@@ -45,6 +46,12 @@ def test_serve_with_invalid_config_exits_2_names_the_var_and_opens_no_socket() -
     assert SECRET not in r.stderr + r.stdout
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # nothing is listening there
+
+
+def test_serve_with_an_unreadable_key_file_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    r = run(["serve"], {"SIDECAR_BACKENDS": "p", "P_API_KEY_FILE": str(tmp_path / "missing")})
+    assert r.returncode == 2
+    assert "P_API_KEY_FILE" in r.stderr
 
 
 def test_serve_without_any_chain_names_sidecar_backends() -> None:
