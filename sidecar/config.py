@@ -4,6 +4,7 @@ Settings know no kind; a kind's module (`sidecar.backends.<kind>.SPEC`) has its 
 default base URL. An unknown `{PREFIX}KIND` fails here, naming the env var.
 """
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -13,7 +14,31 @@ from sidecar.settings import Backend, Config, ConfigError, read_config
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
-    return read_config(environ, _by_kind)
+    config = read_config(environ, _by_kind)
+    if config.tracing is not None:
+        _require_otel()
+    return config
+
+
+def _require_otel() -> None:
+    # Found, not imported: the SDK loads when the app is built (`sidecar.app.build_tracing`).
+    missing = [m for m in _OTEL_MODULES if not _importable(m)]
+    if missing:
+        raise ConfigError(
+            "OTEL_TRACES_EXPORTER",
+            f"tracing needs the otel extra: pip install 'llm-sidecar[otel]' ({missing[0]} is "
+            "missing)",
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or a module is blocked
+        return False
+
+
+_OTEL_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
 
 def spec(backend: Backend) -> KindSpec:

@@ -32,8 +32,10 @@ from sidecar.upstream import TAIL_S, HttpResponse, Tails, UpstreamError
 
 F = FailureClass
 
-# The request id of the call in progress, for the signing hook (aiobotocore takes no headers).
-_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# The headers of the call in progress that go on the wire, for the signing hook (aiobotocore
+# takes no headers): the request id and the attempt's trace context.
+_TAGGED = ("x-request-id", "traceparent", "tracestate")
+_TAGS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tags", default=None)
 
 # A Bedrock model timeout is a timeout (README "Failure classes"), though it comes as an HTTP 408
 # answer.
@@ -156,7 +158,7 @@ class BedrockUpstream:
 
         call = req.payload
         assert isinstance(call, Converse | CountTokens)
-        token = _REQUEST_ID.set(req.headers.get("x-request-id"))
+        token = _TAGS.set({k: req.headers[k] for k in _TAGGED if k in req.headers})
         try:
             client = await self._open()
             if isinstance(call, CountTokens):
@@ -173,7 +175,7 @@ class BedrockUpstream:
         except (BotoCoreError, aiohttp.ClientError, OSError) as e:
             raise _no_response(e) from None
         finally:
-            _REQUEST_ID.reset(token)
+            _TAGS.reset(token)
 
     async def close(self) -> None:
         await self._tails.cancel()
@@ -196,10 +198,10 @@ def _client_args(s: BackendSettings, prefix: str) -> dict[str, Any]:
 
 
 def _tag_request(request: Any, **_: Any) -> None:
-    # The same x-request-id goes to every attempt (README "Routes and headers"), Bedrock included.
-    request_id = _REQUEST_ID.get()
-    if request_id is not None:
-        request.headers["x-request-id"] = request_id
+    # The same x-request-id goes to every attempt (README "Routes and headers"), Bedrock included,
+    # and each attempt's trace context.
+    for name, value in (_TAGS.get() or {}).items():
+        request.headers[name] = value
 
 
 def _headers(resp: Any) -> dict[str, str]:

@@ -8,6 +8,8 @@ from fakes.otlp_receiver import OtlpReceiver
 from multidict import CIMultiDict
 
 from sidecar.app import build_tracing
+from sidecar.config import load_config
+from sidecar.settings import ConfigError
 from sidecar.tracing import (
     DEFAULT_ENDPOINT,
     NO_TRACING,
@@ -344,3 +346,20 @@ async def test_sampled_out_requests_export_nothing_but_still_propagate(
     finally:
         await tracing.close()
     assert receiver.spans == []
+
+
+def test_tracing_on_without_the_otel_extra_fails_at_load_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http", None)
+    env = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k", "OTEL_TRACES_EXPORTER": "otlp"}
+    with pytest.raises(ConfigError, match=r"llm-sidecar\[otel\]") as e:
+        load_config(env)
+    assert e.value.env_var == "OTEL_TRACES_EXPORTER"
+
+
+def test_bad_tracing_config_fails_at_load_naming_the_variable() -> None:
+    env = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k", "OTEL_TRACES_EXPORTER": "jaeger"}
+    with pytest.raises(ConfigError) as e:
+        load_config(env)
+    assert e.value.env_var == "OTEL_TRACES_EXPORTER"

@@ -66,6 +66,18 @@ async def test_bedrock_request_is_signed_with_sigv4_and_carries_no_caller_creden
     assert sent["x-request-id"] == "req-77"
 
 
+async def test_the_trace_context_reaches_bedrock(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("aws", bedrock)))
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"traceparent": parent, "tracestate": "vendor=1"}
+    for stream in (False, True):
+        assert (await post(http, sc.url, chat(stream=stream), headers=headers)).status == 200
+    assert [s.headers["traceparent"] for s in bedrock.seen] == [parent, parent]
+    assert [s.headers["tracestate"] for s in bedrock.seen] == ["vendor=1", "vendor=1"]
+
+
 async def test_openai_caller_streams_a_converse_stream(
     bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
