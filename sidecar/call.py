@@ -111,7 +111,7 @@ class StreamStep:
 class StreamAdapter(ABC):
     """Reads one upstream stream and writes the caller's dialect."""
 
-    __slots__ = ("resume", "text", "text_only", "usage")
+    __slots__ = ("finish_reasons", "resume", "text", "text_only", "usage")
 
     def __init__(self, *, text_only: bool = True) -> None:
         self.usage = Usage()
@@ -123,6 +123,8 @@ class StreamAdapter(ABC):
         # adapter drops its opening events (OpenAI's role chunk; Anthropic's message_start and
         # the first content_block_start) and relays only the continued content.
         self.resume = False
+        # How each choice ended, as the upstream said it (traces).
+        self.finish_reasons: list[str] = []
 
     @abstractmethod
     def feed(self, data: Any) -> StreamStep: ...

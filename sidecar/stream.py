@@ -247,7 +247,7 @@ class StreamRelay:
         if complete:
             c.span.answered(
                 model=None,
-                finish_reasons=(),
+                finish_reasons=c.adapter.finish_reasons,
                 input_tokens=usage.prompt,
                 output_tokens=usage.completion,
             )

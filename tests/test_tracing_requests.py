@@ -99,6 +99,7 @@ async def test_a_stream_marks_its_commit_and_its_span_ends_with_the_stream(
     assert (client.end_ns - client.start_ns) / 1e9 > 0.15
     assert client.end_ns <= server.end_ns
     assert client.attributes["gen_ai.usage.output_tokens"] == 4
+    assert client.attributes["gen_ai.response.finish_reasons"] == ["stop"]
 
 
 async def test_a_skipped_backend_is_an_event_of_the_server_span(

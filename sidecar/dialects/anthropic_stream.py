@@ -115,7 +115,10 @@ class AnthropicStream(StreamAdapter):
                 self._delta(obj.get("delta") or {}, step)
             case "message_delta":
                 self._count(obj.get("usage"))
-                step.finished = bool((obj.get("delta") or {}).get("stop_reason"))
+                reason = (obj.get("delta") or {}).get("stop_reason")
+                step.finished = bool(reason)
+                if reason:
+                    self.finish_reasons.append(str(reason))
             case "message_stop":
                 step.done = True
 

@@ -180,6 +180,7 @@ class OpenAIStream(StreamAdapter):
                 return self._each(data, _events_of(data), i, step)
             if choice.finish_reason:
                 step.finished = True
+                self.finish_reasons.append(choice.finish_reason)
             content = choice.delta.content
             if content:
                 step.content = True
@@ -277,8 +278,9 @@ class OpenAIStream(StreamAdapter):
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
-            if choice.get("finish_reason"):
+            if reason := choice.get("finish_reason"):
                 step.finished = True
+                self.finish_reasons.append(str(reason))
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 choice["delta"] = {}

@@ -218,8 +218,9 @@ class PivotStream(StreamAdapter):
         if len(choices) > 1:
             self.text_only = False
         for choice in choices:
-            if choice.get("finish_reason"):
+            if reason := choice.get("finish_reason"):
                 step.finished = True
+                self.finish_reasons.append(str(reason))
             delta = choice.get("delta") or {}
             if content := delta.get("content"):
                 step.content = True
