@@ -30,6 +30,7 @@ DEPENDENCY = "dependencies:"
 CONFIGMAPS = '{{ include "llm-sidecar.configMaps" . }}'
 POD_TEMPLATE = 'include "llm-sidecar.initContainers"'
 VALUES = "secret:                              # an existing Secret"
+SECRET_FILES = "files:                             # *_FILE env var"
 SECRET = "kubectl create secret generic llm-sidecar-keys"
 EXTRA_INIT = "extraInitContainers:"
 DEMO_MONITORING = "monitoring:\n  podMonitor:"
@@ -44,6 +45,7 @@ EXERCISED = (
     CONFIGMAPS,
     POD_TEMPLATE,
     VALUES,
+    SECRET_FILES,
     SECRET,
     EXTRA_INIT,
     DEMO_MONITORING,
@@ -169,6 +171,12 @@ def _container_env(
     for source in container["envFrom"]:
         env.update(config_maps[source["configMapRef"]["name"]])
     for var in container.get("env", []):
+        if "value" in var:  # a *_FILE variable: a path into the mounted Secret
+            secret = tmp_path / "secret" / Path(var["value"]).name
+            secret.parent.mkdir(exist_ok=True)
+            secret.write_text(f"sk-test-{secret.name}-0123456789\n")
+            env[var["name"]] = str(secret)
+            continue
         key = var["valueFrom"]["secretKeyRef"]["key"]
         env[var["name"]] = f"sk-test-{key}-0123456789"
     if "SIDECAR_CONFIG" in env:
@@ -178,6 +186,26 @@ def _container_env(
         env["SIDECAR_CONFIG"] = str(path)
     env["SIDECAR_PORT"] = env["SIDECAR_ADMIN_PORT"] = "0"
     return env
+
+
+def test_secret_files_mount_the_secret_directory_and_pass_check(
+    readme_app: Path, tmp_path: Path
+) -> None:
+    values = _readme_values()
+    files: dict[str, Any] = yaml.safe_load(block(SECRET_FILES))["sidecar"]["secret"]
+    secret = values["sidecar"]["secret"]
+    secret["env"] = {k: v for k, v in secret["env"].items() if f"{k}_FILE" not in files["files"]}
+    secret.update(files)
+    docs = manifests(render(readme_app, values, kube_version=NATIVE_KUBE))
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod["initContainers"] if c["name"] == "llm-sidecar"]
+    env = {v["name"]: v for v in sidecar["env"]}
+    assert env["PRIMARY_API_KEY_FILE"]["value"] == f"{files['mountPath']}/primary-api-key"
+    assert "PRIMARY_API_KEY" not in env
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == files["mountPath"]]
+    assert "subPath" not in mount  # the kubelet never updates a subPath mount
+    doc = _check(_container_env(docs, sidecar, tmp_path))
+    assert doc["backends"]["primary"]["api_key_file"].endswith("primary-api-key")
 
 
 def test_secret_command_creates_every_key_the_values_map() -> None:
