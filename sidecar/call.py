@@ -76,7 +76,7 @@ class UpstreamRequest:
 class Usage:
     prompt: int = 0
     completion: int = 0
-    # Parts of `prompt` (CONTRACT §12.4): read from, and written to, the upstream's prompt cache.
+    # Parts of `prompt` (README "Metrics reference"): read from, and written to, the prompt cache.
     cache_read: int = 0
     cache_write: int = 0
     # Part of `completion`: the model's hidden reasoning.

@@ -1,5 +1,5 @@
-"""Cache and reasoning tokens (CONTRACT §12.4) counted from every kind's usage, over loopback:
-`cache_read` and `cache_write` are parts of `prompt`, `reasoning` is part of `completion`."""
+"""Cache and reasoning tokens (README "Metrics reference") counted from every kind's usage, over
+loopback: `cache_read` and `cache_write` are parts of `prompt`, `reasoning` of `completion`."""
 
 from typing import Any
 
