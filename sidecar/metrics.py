@@ -36,16 +36,18 @@ class BackendSeries:
     recovery_failure: Counter
 
     def count_tokens(self, usage: Usage) -> None:
-        # Each inc takes a lock: skip the ones that add nothing.
-        for counter, n in (
-            (self.prompt_tokens, usage.prompt),
-            (self.completion_tokens, usage.completion),
-            (self.cache_read_tokens, usage.cache_read),
-            (self.cache_write_tokens, usage.cache_write),
-            (self.reasoning_tokens, usage.reasoning),
-        ):
-            if n:
-                counter.inc(n)
+        # Each inc takes a lock: skip the ones that add nothing (the cache and reasoning kinds
+        # mostly).
+        if usage.prompt:
+            self.prompt_tokens.inc(usage.prompt)
+        if usage.completion:
+            self.completion_tokens.inc(usage.completion)
+        if usage.cache_read:
+            self.cache_read_tokens.inc(usage.cache_read)
+        if usage.cache_write:
+            self.cache_write_tokens.inc(usage.cache_write)
+        if usage.reasoning:
+            self.reasoning_tokens.inc(usage.reasoning)
 
 
 class Metrics:

@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-_INTEGER = re.compile(r"[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _GO_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:h|ms|us|µs|ns|m|s))+")
 _GO_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|us|µs|ns|m|s)")
@@ -50,35 +49,43 @@ class Quota:
     reset_s: float | None  # from the answer to the window's reset; None when not reported
 
 
+# (resource, remaining, limit, reset) header names, built once: this runs on every answer.
+_OPENAI = tuple(
+    (r, f"x-ratelimit-remaining-{r}", f"x-ratelimit-limit-{r}", f"x-ratelimit-reset-{r}")
+    for r in Resource
+)
+_ANTHROPIC = tuple(
+    (
+        r,
+        f"anthropic-ratelimit-{r}-remaining",
+        f"anthropic-ratelimit-{r}-limit",
+        f"anthropic-ratelimit-{r}-reset",
+    )
+    for r in Resource
+)
+
+
 def parse_ratelimit(headers: Mapping[str, str], *, now: float) -> list[Quota]:
     """`headers` must match names case-insensitively (aiohttp's do); `now` is epoch seconds."""
     found = []
-    for resource in Resource:
-        quota = _openai(headers, resource) or _anthropic(headers, resource, now)
-        if quota is not None:
-            found.append(quota)
+    for (r, remaining, limit, reset), (_, a_remaining, a_limit, a_reset) in zip(
+        _OPENAI, _ANTHROPIC, strict=True
+    ):
+        if (n := _integer(headers.get(remaining))) is not None:
+            reset_s = go_duration(headers.get(reset))
+            found.append(Quota(r, n, _integer(headers.get(limit)), reset_s))
+        elif (n := _integer(headers.get(a_remaining))) is not None:
+            reset_s = _seconds_until(headers.get(a_reset), now)
+            found.append(Quota(r, n, _integer(headers.get(a_limit)), reset_s))
     return found
 
 
-def _openai(headers: Mapping[str, str], r: Resource) -> Quota | None:
-    remaining = _integer(headers.get(f"x-ratelimit-remaining-{r}"))
-    if remaining is None:
-        return None
-    limit = _integer(headers.get(f"x-ratelimit-limit-{r}"))
-    return Quota(r, remaining, limit, go_duration(headers.get(f"x-ratelimit-reset-{r}")))
-
-
-def _anthropic(headers: Mapping[str, str], r: Resource, now: float) -> Quota | None:
-    prefix = f"anthropic-ratelimit-{r}-"
-    remaining = _integer(headers.get(prefix + "remaining"))
-    if remaining is None:
-        return None
-    limit = _integer(headers.get(prefix + "limit"))
-    return Quota(r, remaining, limit, _seconds_until(headers.get(prefix + "reset"), now))
-
-
 def _integer(value: str | None) -> int | None:
-    if value is None or not _INTEGER.fullmatch(value := value.strip()):
+    if value is None:
+        return None
+    value = value.strip()
+    # ASCII digits only (str.isdigit alone takes "²" and other digits int() may refuse).
+    if not (0 < len(value) <= 18 and value.isascii() and value.isdigit()):
         return None
     return int(value)
 

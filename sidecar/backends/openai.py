@@ -141,8 +141,7 @@ class OpenAIBackend(BackendAdapter):
         if (usage := usage_of(parsed)) is not None:
             answer.usage = usage
         if isinstance(choices := parsed.get("choices"), list):
-            reasons = (c.get("finish_reason") for c in choices if isinstance(c, dict))
-            answer.finish_reasons = tuple(r for r in reasons if isinstance(r, str))
+            answer.finish_reasons = _finish_reasons(choices)
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
@@ -191,6 +190,14 @@ def _native_response(parsed: dict[str, Any], body: bytes) -> Answer:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _finish_reasons(choices: list[Any]) -> tuple[str, ...]:
+    if len(choices) == 1:  # the common case, without building a generator
+        reason = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+        return (reason,) if isinstance(reason, str) else ()
+    reasons = (c.get("finish_reason") for c in choices if isinstance(c, dict))
+    return tuple(r for r in reasons if isinstance(r, str))
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -42,33 +42,31 @@ def usage_of(obj: Any) -> Usage | None:
     usage = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(usage, dict):
         return None
-    prompt_details = usage.get("prompt_tokens_details")
-    completion_details = usage.get("completion_tokens_details")
-    return Usage(
-        prompt=_count(usage, "prompt_tokens"),
-        completion=_count(usage, "completion_tokens"),
-        # The translations of Anthropic and Bedrock usage fill these the same way.
-        cache_read=_count(prompt_details, "cached_tokens"),
-        cache_write=_count(prompt_details, "cache_write_tokens"),
-        reasoning=_count(completion_details, "reasoning_tokens"),
-    )
+    found = Usage(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
+    # The translations of Anthropic and Bedrock usage fill these details the same way.
+    if isinstance(details := usage.get("prompt_tokens_details"), dict):
+        found.cache_read = _count(details, "cached_tokens")
+        found.cache_write = _count(details, "cache_write_tokens")
+    if isinstance(details := usage.get("completion_tokens_details"), dict):
+        found.reasoning = _count(details, "reasoning_tokens")
+    return found
 
 
 def responses_usage(usage: Any) -> Usage:
     """The Responses API's usage object: `input_tokens`, `output_tokens` and their details."""
     if not isinstance(usage, dict):
         return Usage()
-    return Usage(
-        prompt=_count(usage, "input_tokens"),
-        completion=_count(usage, "output_tokens"),
-        cache_read=_count(usage.get("input_tokens_details"), "cached_tokens"),
-        reasoning=_count(usage.get("output_tokens_details"), "reasoning_tokens"),
-    )
+    found = Usage(_count(usage, "input_tokens"), _count(usage, "output_tokens"))
+    if isinstance(details := usage.get("input_tokens_details"), dict):
+        found.cache_read = _count(details, "cached_tokens")
+    if isinstance(details := usage.get("output_tokens_details"), dict):
+        found.reasoning = _count(details, "reasoning_tokens")
+    return found
 
 
-def _count(obj: Any, key: str) -> int:
-    n = obj.get(key) if isinstance(obj, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+def _count(obj: dict[str, Any], key: str) -> int:
+    n = obj.get(key)
+    return n if type(n) is int and n > 0 else 0
 
 
 class _Delta(msgspec.Struct, forbid_unknown_fields=True):
