@@ -150,9 +150,19 @@ def test_an_invalid_caller_traceparent_is_dropped(value: str) -> None:
 
 
 def test_off_no_opentelemetry_module_is_imported() -> None:
+    # The whole start of a sidecar, as `serve` does it, with OTEL_* set but no exporter.
     code = (
-        "import sys, sidecar.app as a, sidecar.tracing as t\n"
+        "import asyncio, sys, sidecar.app as a, sidecar.config as c, sidecar.tracing as t\n"
         "assert a.build_tracing(t.tracing_settings({}), version='x') is t.NO_TRACING\n"
+        "env = {'SIDECAR_BACKENDS': 'p', 'P_BASE_URL': 'http://127.0.0.1:9/v1',\n"
+        "       'SIDECAR_PORT': '0', 'SIDECAR_ADMIN_PORT': '0',\n"
+        "       'OTEL_SERVICE_NAME': 'app', 'OTEL_RESOURCE_ATTRIBUTES': 'k=v'}\n"
+        "async def main():\n"
+        "    app = a.create_app(c.load_config(env))\n"
+        "    await app.start()\n"
+        "    await app.stop()\n"
+        "    assert app.tracing is t.NO_TRACING\n"
+        "asyncio.run(main())\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
     out = subprocess.run(
