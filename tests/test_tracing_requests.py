@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest_asyncio
+from backends.kinds import chain
 from conftest import FakeClock, FakeFactory, Running, SidecarFactory, chain_env, chat, post
+from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import Script
 from fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -150,3 +152,23 @@ async def test_off_the_callers_trace_context_goes_upstream_unchanged(
     assert a.seen[0].headers["tracestate"] == "vendor=1"
     assert (await post(http, sc.url, chat())).status == 200
     assert "traceparent" not in a.seen[1].headers
+
+
+async def test_a_responses_stream_translated_for_anthropic_is_a_chat_span_with_its_finish(
+    claude: FakeAnthropic,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    receiver: OtlpReceiver,
+) -> None:
+    sc = await sidecar(chain(("claude", claude), OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint))
+    body = {"model": "claude-test", "input": "hi", "store": False, "stream": True}
+    r = await post(http, sc.url, body, path="/v1/responses")
+    assert r.status == 200
+    spans = await _spans(sc, receiver, 2)
+    (server,) = [s for s in spans if s.kind == "server"]
+    (client,) = _clients(spans)
+    assert server.attributes["llm_sidecar.route"] == "responses"
+    assert client.name == "chat claude-test"
+    assert client.attributes["gen_ai.provider.name"] == "anthropic"
+    assert client.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert [e.name for e in client.events] == ["llm_sidecar.commit"]

@@ -95,6 +95,7 @@ class ChatToResponses(StreamAdapter):
             self._inner.text,
             self._inner.text_only,
         )
+        self.finish_reasons = self._inner.finish_reasons
         step.out = self._write(self._decoder.feed(step.out) if step.out else [])
         if step.done:
             step.out += self._sink.close()
