@@ -10,13 +10,18 @@ Rules (README "Failure classes"), in the order they are applied to an upstream a
     3xx (redirects are never followed)               invalid_response
     2xx that cannot be parsed                        invalid_response
     429 + code insufficient_quota, 402, or           quota_exhausted
-      Anthropic billing_error
-    429                                              rate_limited
+      Anthropic billing_error, or Google
+      RESOURCE_EXHAUSTED with a per-day quota or
+      depleted credits
+    429 (Google RESOURCE_EXHAUSTED otherwise)        rate_limited
     400 + context_length_exceeded, or Anthropic      context_length
-      invalid_request_error "prompt is too long"
+      invalid_request_error "prompt is too long",
+      or Google INVALID_ARGUMENT "exceeds the
+      maximum number of tokens"
     401, 403                                         auth
     424 + Bedrock ModelErrorException                server_error
-    503, 529                                         overloaded
+    504 + Google DEADLINE_EXCEEDED                   timeout
+    503, 529 (Google UNAVAILABLE)                    overloaded
     other 5xx                                        server_error
     other 4xx                                        client_error
 
@@ -122,6 +127,10 @@ ERROR_CODES: dict[str, FailureClass] = {
     "serviceunavailableexception": F.OVERLOADED,
     "modelnotreadyexception": F.OVERLOADED,
     "modelerrorexception": F.SERVER_ERROR,
+    # Google's `error.status` (Gemini, Vertex AI).
+    "resource_exhausted": F.RATE_LIMITED,
+    "unavailable": F.OVERLOADED,
+    "deadline_exceeded": F.TIMEOUT,
 }
 
 # Statuses whose meaning a provider code may refine; elsewhere the status alone decides.
@@ -131,9 +140,14 @@ _REFINES: dict[int, frozenset[FailureClass]] = {
     403: frozenset({F.QUOTA_EXHAUSTED}),
     424: frozenset({F.SERVER_ERROR}),
     429: frozenset({F.QUOTA_EXHAUSTED}),
+    504: frozenset({F.TIMEOUT}),
 }
 
 _PROMPT_TOO_LONG = "prompt is too long"
+# Google's words for a prompt over the model's window (INVALID_ARGUMENT), and for a quota that
+# waiting a minute will not restore (RESOURCE_EXHAUSTED): a per-day quota id, or credits gone.
+_GOOGLE_TOO_LONG = "exceeds the maximum number of tokens"
+_GOOGLE_QUOTA_WORDS = ("perday", "credits are depleted", "billing account")
 
 
 # The status a caller sees for a failure that had no HTTP status of its own (an in-band error
@@ -213,9 +227,23 @@ def _codes_of(parsed: Any) -> list[str]:
     error = parsed.get("error", parsed)
     if not isinstance(error, dict):
         return []
-    codes = [str(error[k]) for k in ("code", "type", "status", "__type") if error.get(k)]
+    codes = _google_codes(error)
+    codes += [str(error[k]) for k in ("code", "type", "status", "__type") if error.get(k)]
     message = error.get("message")
     prompt_too_long = isinstance(message, str) and _PROMPT_TOO_LONG in message.lower()
     if error.get("type") == "invalid_request_error" and prompt_too_long:
         codes.append(_PROMPT_TOO_LONG)
     return codes
+
+
+def _google_codes(error: dict[str, Any]) -> list[str]:
+    """The OpenAI code a Google error means, where its `status` alone says less: first, so that
+    it wins over the status."""
+    status, message = error.get("status"), str(error.get("message") or "").lower()
+    if status == "INVALID_ARGUMENT" and _GOOGLE_TOO_LONG in message:
+        return ["context_length_exceeded"]
+    if status == "RESOURCE_EXHAUSTED":
+        said = message + orjson.dumps(error.get("details") or []).decode().lower()
+        if any(word in said for word in _GOOGLE_QUOTA_WORDS):
+            return ["insufficient_quota"]
+    return []

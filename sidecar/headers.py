@@ -61,6 +61,7 @@ NOT_RELAYED: Final = HOP_BY_HOP | {"set-cookie", "x-request-id", "date", "server
 # Of FORWARDED, what an upstream of another wire keeps (beside its own-dialect prefix).
 KEPT: Final[Mapping[str, frozenset[str]]] = {
     "anthropic": frozenset({"accept", "user-agent", "content-type"}),
+    "gemini": frozenset({"user-agent"}),
 }
 
 # Upstream → caller on the routes the sidecar understands, by the upstream's wire dialect.

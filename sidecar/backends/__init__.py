@@ -14,6 +14,7 @@ KINDS = (
     "azure",
     "anthropic",
     "bedrock",
+    "gemini",
 )
 
 

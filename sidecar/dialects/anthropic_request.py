@@ -45,12 +45,15 @@ them):
 |         | non-PDF/non-text documents, `mcp_servers`    |                                         |
 | A → O   | `tool_result.is_error`                       | content prefixed with `Error: `         |
 | A → O   | system blocks                                | one system message of text parts        |
+| A → O   | `tool_use` id carrying a thought signature   | split: the call id, and the signature   |
+|         | (`thought_signatures`)                       | in `extra_content`                      |
 """
 
 from typing import Any, Final
 
 from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.thought_signatures import extra_content, split_tool_use_id
 
 JSON = dict[str, Any]
 
@@ -356,7 +359,11 @@ def _anthropic_assistant_to_openai(blocks: list[JSON], where: str) -> JSON:
 
 
 def _tool_use_to_openai_call(block: JSON) -> JSON:
-    return openai_response.tool_call(block.get("id"), block.get("name"), block.get("input"))
+    call_id, signature = split_tool_use_id(block.get("id"))
+    call = openai_response.tool_call(call_id, block.get("name"), block.get("input"))
+    if signature is not None:
+        call["extra_content"] = extra_content(signature)
+    return call
 
 
 def _anthropic_user_to_openai(blocks: list[JSON], where: str) -> list[JSON]:
@@ -387,7 +394,8 @@ def _tool_result_to_openai(block: JSON, where: str) -> JSON:
         raise _err("tool results with non-text content are not supported", where) from None
     if block.get("is_error"):
         text = f"Error: {text}"
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    call_id, _ = split_tool_use_id(block.get("tool_use_id"))
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def _anthropic_block_to_part(block: JSON, where: str) -> JSON:

@@ -11,6 +11,8 @@ a default `created`). Lossy points:
 | response| OpenAI tool `arguments` not a JSON object    | InvalidUpstreamResponse (non-streaming);|
 |         |                                              | streamed fragments are relayed verbatim |
 | response| `model`                                      | the `model` argument (the caller's)     |
+| response| Gemini thought signature (`extra_content`)   | carried in the `tool_use` id            |
+|         |                                              | (`thought_signatures`), and back        |
 """
 
 import uuid
@@ -21,6 +23,7 @@ import orjson
 from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.error_types import anthropic_error_type
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
+from sidecar.dialects.thought_signatures import signature_of, tool_use_id
 
 JSON = dict[str, Any]
 
@@ -120,8 +123,9 @@ def _openai_message_blocks(message: JSON) -> list[JSON]:
             arguments = openai_request.arguments_object(fn.get("arguments"), f"tool_calls[{j}]")
         except TranslationError as e:
             raise InvalidUpstreamResponse(f"upstream {e.message} ({e.param})") from None
+        call_id = tool_use_id(call.get("id"), signature_of(call))
         blocks.append(
-            {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": arguments}
+            {"type": "tool_use", "id": call_id, "name": fn.get("name"), "input": arguments}
         )
     return blocks
 

@@ -32,6 +32,7 @@ from sidecar.dialects.anthropic_response import (
 )
 from sidecar.dialects.openai import usage_of
 from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
+from sidecar.dialects.thought_signatures import signature_of, tool_use_id
 from sidecar.failure import FailureClass, classify_error_event
 
 JSON = dict[str, Any]
@@ -335,7 +336,7 @@ class OpenAIToAnthropicStream:
             events.extend(self._close_block())
             block: JSON = {
                 "type": "tool_use",
-                "id": fragment.get("id") or f"toolu_{k}",
+                "id": tool_use_id(fragment.get("id") or f"toolu_{k}", signature_of(fragment)),
                 "name": fn.get("name"),
                 "input": {},
             }
