@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
+from fakes.gemini_upstream import FakeGemini
 from fakes.openai_upstream import FakeOpenAI, Script
 from prometheus_client import CollectorRegistry
 
@@ -90,6 +91,13 @@ async def claude() -> AsyncIterator[FakeAnthropic]:
 @pytest.fixture
 async def bedrock() -> AsyncIterator[FakeBedrock]:
     f = await FakeBedrock().start()
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGemini]:
+    f = await FakeGemini().start()
     yield f
     await f.stop()
 

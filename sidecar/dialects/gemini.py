@@ -2,8 +2,8 @@
 chunks back (pure). Anthropic callers reach it through the OpenAI pivot both ways.
 
 Gemini function calls carry no ids on the wire: answers get stable synthetic `call_…` ids (a
-hash of the response id, the call's position and name), and tool results are mapped back to
-`functionResponse` parts by the name of the call they answer, in order. Thought signatures
+hash of the response id, the call's position, name and arguments), and tool results are mapped
+back to `functionResponse` parts by the name of the call they answer, in order. Thought signatures
 travel as `tool_calls[].extra_content.google.thought_signature` (`thought_signatures`).
 
 Lossy points and their policies:
@@ -302,15 +302,16 @@ def _parts(candidate: Any) -> list[JSON]:
 def _tool_call(resp: JSON, position: int, part: JSON) -> JSON:
     fn = part["functionCall"] or {}
     name = fn.get("name")
-    call = openai_response.tool_call(call_id(resp, position, name), name, fn.get("args"))
+    args = fn.get("args")
+    call = openai_response.tool_call(call_id(resp, position, name, args), name, args)
     if isinstance(part.get("thoughtSignature"), str):
         call["extra_content"] = extra_content(part["thoughtSignature"])
     return call
 
 
-def call_id(resp: JSON, position: int, name: Any) -> str:
+def call_id(resp: JSON, position: int, name: Any, args: Any) -> str:
     """A stable id for the function call at `position` of an answer: Gemini's wire has none."""
-    seed = f"{resp.get('responseId') or ''}|{position}|{name}".encode()
+    seed = f"{resp.get('responseId') or ''}|{position}|{name}|".encode() + orjson.dumps(args)
     return "call_" + hashlib.sha256(seed).hexdigest()[:24]
 
 

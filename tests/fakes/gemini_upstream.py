@@ -129,7 +129,7 @@ def answer(s: Script) -> JSON:
         ],
         "usageMetadata": s.usage,
         "modelVersion": "gemini-fake",
-        "responseId": "fake-response-id",
+        "responseId": f"fake-response-{id(s)}",
     }
 
 
@@ -154,7 +154,7 @@ def _chunk(parts: list[JSON], finish: str | None = None, usage: JSON | None = No
     candidate: JSON = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish is not None:
         candidate["finishReason"] = finish
-    out: JSON = {"candidates": [candidate], "responseId": "fake-stream-id"}
+    out: JSON = {"candidates": [candidate], "responseId": "fake-stream"}
     if usage is not None:
         out["usageMetadata"] = usage
     return out

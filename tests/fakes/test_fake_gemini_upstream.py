@@ -96,7 +96,9 @@ async def test_fake_accepts_the_signature_it_gave(upstream: FakeGemini) -> None:
 
 @pytest.mark.parametrize("wrapped", [False, True])
 async def test_fake_errors_carry_googles_status(upstream: FakeGemini, wrapped: bool) -> None:
-    upstream.script(error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted", wrapped=wrapped))
+    upstream.script(
+        error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted", wrapped=wrapped)
+    )
     with pytest.raises(errors.ClientError) as e:
         await client(upstream).aio.models.generate_content(model="m", contents="hi")
     assert e.value.code == 429
