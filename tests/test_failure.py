@@ -100,3 +100,71 @@ def test_default_fallback_classes_are_the_contracts() -> None:
         "timeout",
         "context_length",
     }
+
+
+def google(status: int, google_status: str, message: str = "x", **extra: object) -> bytes:
+    return orjson.dumps(
+        {"error": {"code": status, "message": message, "status": google_status, **extra}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls"),
+    [
+        (429, google(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted"), F.RATE_LIMITED),
+        (
+            429,
+            google(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded",
+                details=[{"violations": [{"quotaId": "GenerateRequestsPerDayPerProject"}]}],
+            ),
+            F.QUOTA_EXHAUSTED,
+        ),
+        (
+            429,
+            google(429, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted"),
+            F.QUOTA_EXHAUSTED,
+        ),
+        (
+            429,
+            orjson.dumps(
+                [{"error": {"code": 429, "message": "x", "status": "RESOURCE_EXHAUSTED"}}]
+            ),
+            F.RATE_LIMITED,
+        ),
+        (503, google(503, "UNAVAILABLE"), F.OVERLOADED),
+        (504, google(504, "DEADLINE_EXCEEDED"), F.TIMEOUT),
+        (504, b"", F.SERVER_ERROR),
+        (
+            400,
+            google(
+                400,
+                "INVALID_ARGUMENT",
+                "The input token count exceeds the maximum number of tokens allowed 1048576",
+            ),
+            F.CONTEXT_LENGTH,
+        ),
+        (400, google(400, "INVALID_ARGUMENT", "Invalid JSON payload"), F.CLIENT_ERROR),
+        (403, google(403, "PERMISSION_DENIED"), F.AUTH),
+    ],
+)
+def test_google_errors_are_classified_by_status_and_wording(
+    status: int, body: bytes, cls: FailureClass
+) -> None:
+    assert classify_status(status, body) is cls
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        ("RESOURCE_EXHAUSTED", F.RATE_LIMITED),
+        ("UNAVAILABLE", F.OVERLOADED),
+        ("INTERNAL", F.SERVER_ERROR),
+    ],
+)
+def test_google_error_events_before_content_are_classified_by_status(
+    status: str, cls: FailureClass
+) -> None:
+    assert classify_error_event({"error": {"code": 500, "message": "x", "status": status}}) is cls

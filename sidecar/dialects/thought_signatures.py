@@ -49,7 +49,9 @@ def split_tool_use_id(value: Any) -> tuple[Any, str | None]:
         return value, None
     call_id, _, encoded = value.partition(SEPARATOR)
     try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True)
+        if not raw:
+            raise ValueError
         return call_id, raw.decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         # Not one of ours: an id is opaque, so it stays whole.
