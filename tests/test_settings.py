@@ -89,7 +89,7 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ({**BASE, "SIDECAR_LOG_FORMAT": "xml"}, "SIDECAR_LOG_FORMAT", "json"),
         ({**BASE, "P_RETRIES": "-1"}, "P_RETRIES", "greater than or equal to 0"),
         ({**BASE, "P_RETRIES": "1.5"}, "P_RETRIES", "integer"),
-        ({**BASE, "P_KIND": "gemini"}, "P_KIND", "openai"),
+        ({**BASE, "P_KIND": "cohere"}, "P_KIND", "openai"),
         ({**BASE, "P_CONNECT_TIMEOUT_S": "0"}, "P_CONNECT_TIMEOUT_S", "greater than 0"),
         ({**BASE, "P_BASE_URL": "ftp://x"}, "P_BASE_URL", "http"),
         ({**BASE, "P_BASE_URL": "http://169.254.169.254/v1"}, "P_BASE_URL", "metadata"),
