@@ -4,8 +4,11 @@ import re
 
 REDACTED = "[REDACTED]"
 # Upstreams echo keys back in error bodies, often partly masked ("sk-abc1***wxyz"): anything
-# key-shaped goes, as does the exact value of every configured secret.
-_KEY_SHAPED = re.compile(rb"\bsk-[-_A-Za-z0-9*]{8,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+# key-shaped goes, as does the exact value of every configured secret. Google's OAuth access
+# tokens (`ya29.`, Vertex AI's credential) are fetched at run time, so no list can name them.
+_KEY_SHAPED = re.compile(
+    rb"\bsk-[-_A-Za-z0-9*]{8,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bya29\.[-_A-Za-z0-9.]{8,}"
+)
 
 
 class Redactor:

@@ -146,6 +146,8 @@ class BackendSettings(_FromMapping):
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
     aws_profile: str | None = None
+    project: str | None = None
+    credentials_file: Path | None = None
 
     @field_validator("kind", "responses", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ KINDS = (
     "anthropic",
     "bedrock",
     "gemini",
+    "vertex",
 )
 
 

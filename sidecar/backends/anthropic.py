@@ -111,46 +111,61 @@ class AnthropicBackend(BackendAdapter):
     def answer(self, call: Call, body: bytes) -> Answer:
         if call.route is Route.RESPONSES:
             return responses.answer(self, call, body, model=self.caller_model(call))
-        parsed = json_object_body(body)
         if call.route is Route.COUNT_TOKENS:
-            if not isinstance(parsed.get("input_tokens"), int):
+            if not isinstance(json_object_body(body).get("input_tokens"), int):
                 raise InvalidResponse("upstream answered 2xx without input_tokens")
             return Answer(body)
-        if not isinstance(parsed.get("content"), list):
-            raise InvalidResponse("upstream answered 2xx without content")
-        usage = parsed.get("usage")
-        openai_usage = anthropic_usage_to_openai(usage if isinstance(usage, dict) else {})
-        tokens = usage_of({"usage": openai_usage}) or Usage()
-        model, stop = parsed.get("model"), parsed.get("stop_reason")
-        answer = Answer(body, tokens, model=model if isinstance(model, str) else None)
-        answer.finish_reasons = (stop,) if isinstance(stop, str) else ()
-        if call.route is not Route.MESSAGES:
-            translated = anthropic_response_to_openai(parsed, model=self.caller_model(call))
-            answer.body = orjson.dumps(translated)
-        return answer
+        return messages_answer(call, body, self.caller_model(call))
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
         if call.route is Route.RESPONSES:
             return responses.error_body(self, call, status, body)
-        parsed = json_object(body.decode("utf-8", "replace"))
-        if call.route in (Route.MESSAGES, Route.COUNT_TOKENS):
-            if parsed is not None and parsed.get("type") == "error":
-                return body
-            message = body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
-            error = {"type": anthropic_error_type(status), "message": message}
-            return orjson.dumps({"type": "error", "error": error})
-        return orjson.dumps(anthropic_error_to_openai(parsed if parsed is not None else body))
+        return messages_error_body(call, status, body)
 
     def stream(self, call: Call) -> StreamAdapter:
         if call.route is Route.RESPONSES:
             return responses.stream(self, call, model=self.caller_model(call))
-        if call.route is Route.MESSAGES:
-            return AnthropicStream()
-        source = AnthropicSource(model=self.caller_model(call), include_usage=call.include_usage)
-        return PivotStream(source, OpenAISink())
+        return messages_stream(call, self.caller_model(call))
 
     def response_headers(self, call: Call, headers: Mapping[str, str]) -> dict[str, str]:
         return h.relayed(headers, "anthropic")
+
+
+# The Messages API's answers as each caller reads them: shared with Claude on Vertex AI.
+
+
+def messages_answer(call: Call, body: bytes, model: str) -> Answer:
+    parsed = json_object_body(body)
+    if not isinstance(parsed.get("content"), list):
+        raise InvalidResponse("upstream answered 2xx without content")
+    usage = parsed.get("usage")
+    openai_usage = anthropic_usage_to_openai(usage if isinstance(usage, dict) else {})
+    tokens = usage_of({"usage": openai_usage}) or Usage()
+    upstream_model, stop = parsed.get("model"), parsed.get("stop_reason")
+    answer = Answer(body, tokens, model=upstream_model if isinstance(upstream_model, str) else None)
+    answer.finish_reasons = (stop,) if isinstance(stop, str) else ()
+    if call.route is not Route.MESSAGES:
+        translated = anthropic_response_to_openai(parsed, model=model)
+        answer.body = orjson.dumps(translated)
+    return answer
+
+
+def messages_error_body(call: Call, status: int, body: bytes) -> bytes:
+    parsed = json_object(body.decode("utf-8", "replace"))
+    if call.route in (Route.MESSAGES, Route.COUNT_TOKENS):
+        if parsed is not None and parsed.get("type") == "error":
+            return body
+        message = body.decode("utf-8", "replace").strip() or f"upstream answered {status}"
+        error = {"type": anthropic_error_type(status), "message": message}
+        return orjson.dumps({"type": "error", "error": error})
+    return orjson.dumps(anthropic_error_to_openai(parsed if parsed is not None else body))
+
+
+def messages_stream(call: Call, model: str) -> StreamAdapter:
+    if call.route is Route.MESSAGES:
+        return AnthropicStream()
+    source = AnthropicSource(model=model, include_usage=call.include_usage)
+    return PivotStream(source, OpenAISink())
 
 
 class AnthropicSource(SSESource):

@@ -72,9 +72,12 @@ class GeminiBackend(BackendAdapter):
         super().__init__(*args, **kwargs)
         self._base = self.backend.base_url.rstrip("/")
         self._static = {k.lower(): v for k, v in self.backend.headers.items()}
+        self._static.update(self.credentials())
+
+    def credentials(self) -> dict[str, str]:
         key = self.backend.settings.api_key
         assert key is not None  # settings require API_KEY for this kind
-        self._static["x-goog-api-key"] = key.get_secret_value()
+        return {"x-goog-api-key": key.get_secret_value()}
 
     def build(self, call: Call) -> UpstreamRequest:
         assert call.body is not None

@@ -72,13 +72,13 @@ class FakeAnthropic(Loopback[Script, Seen]):
         body = await request.read()
         s = await self.take(Seen(request.path, lower_headers(request), body))
         if s.status != 200:
-            return _error_response(s)
+            return error_response(s)
         req = orjson.loads(body) if body[:1] == b"{" else {}
         model = str(req.get("model", "claude-fake"))
         if s.reply is not None:
             s = dataclasses.replace(s, text=s.reply(req))
         if req.get("stream"):
-            return await _stream(request, s, model)
+            return await stream(request, s, model)
         return web.json_response(message(s, model), headers={"request-id": "req_fake", **s.headers})
 
 
@@ -110,7 +110,7 @@ def error_body(error_type: str, message: str) -> JSON:
     }
 
 
-def _error_response(s: Script) -> web.Response:
+def error_response(s: Script) -> web.Response:
     body = orjson.dumps(error_body(s.error_type, f"fake {s.status}"))
     headers = {"Content-Type": "application/json", "request-id": "req_fake", **s.headers}
     return web.Response(status=s.status, body=body, headers=headers)
@@ -136,7 +136,7 @@ def _content_events(s: Script) -> tuple[JSON, list[JSON]]:
     return {"type": "text", "text": ""}, [{"type": "text_delta", "text": t} for t in texts]
 
 
-async def _stream(request: web.Request, s: Script, model: str) -> web.StreamResponse:
+async def stream(request: web.Request, s: Script, model: str) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "request-id": "req_fake", **s.headers}
     )

@@ -79,13 +79,13 @@ class FakeGemini(Loopback[Script, Seen]):
         seen = Seen(model, method, request.query_string, lower_headers(request), body)
         s = await self.take(seen)
         if s.status != 200:
-            return _error_response(s.status, s)
+            return error_response(s.status, s)
         req = orjson.loads(body)
         if s.require_signature and _unsigned_call(req):
             missing = "Function call is missing a thought_signature in functionCall parts."
-            return _error_response(400, error(400, "INVALID_ARGUMENT", missing))
+            return error_response(400, error(400, "INVALID_ARGUMENT", missing))
         if method == "streamGenerateContent":
-            return await _stream(request, s)
+            return await stream(request, s)
         return web.json_response(answer(s), headers=s.headers)
 
 
@@ -140,7 +140,7 @@ def error_body(s: Script, status: int) -> Any:
     return [{"error": err}] if s.wrapped else {"error": err}
 
 
-def _error_response(status: int, s: Script) -> web.Response:
+def error_response(status: int, s: Script) -> web.Response:
     body = orjson.dumps(error_body(s, status))
     return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
 
@@ -160,7 +160,7 @@ def _chunk(parts: list[JSON], finish: str | None = None, usage: JSON | None = No
     return out
 
 
-async def _stream(request: web.Request, s: Script) -> web.StreamResponse:
+async def stream(request: web.Request, s: Script) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **s.headers})
     await resp.prepare(request)
     if s.end == "error_first":
