@@ -147,6 +147,7 @@ class BackendSettings(_FromMapping):
     aws_session_token: SecretStr | None = None
     aws_profile: str | None = None
     project: str | None = None
+    api: Literal["converse", "invoke"] = "converse"
     credentials_file: Path | None = None
 
     @field_validator("kind", "responses", mode="before")

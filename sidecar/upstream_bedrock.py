@@ -12,6 +12,13 @@ The client's own retries are off (the chain decides); its read timeout is the lo
 backend's deadlines, since the chain and the relay enforce the real ones. Credentials are the
 backend's `AWS_*` settings when given, else the standard AWS chain (env, web identity/IRSA, SSO,
 shared files, container and instance metadata); `AWS_PROFILE` picks a profile of the shared files.
+A Bedrock API key (`API_KEY`) replaces SigV4: the client signs nothing and the key goes as
+`Authorization: Bearer` (botocore itself does the same for `AWS_BEARER_TOKEN_BEDROCK`, when no
+backend credentials are set).
+
+`Invoke` calls (`API=invoke`) answer the model's native body; their stream's `chunk` events are
+handed on as the Anthropic SSE events they carry (`invoke_event_to_sse`), so that the Anthropic
+stream readers read them as they read Anthropic's own.
 """
 
 import asyncio
@@ -25,7 +32,7 @@ import aiohttp
 import orjson
 
 from sidecar.call import UpstreamRequest
-from sidecar.dialects.bedrock import Converse, CountTokens
+from sidecar.dialects.bedrock import Converse, CountTokens, Invoke, invoke_event_to_sse
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
 from sidecar.upstream import TAIL_S, HttpResponse, Tails, UpstreamError
@@ -114,6 +121,20 @@ class BedrockResponse(HttpResponse):
             self.close()
 
 
+class InvokeResponse(BedrockResponse):
+    """InvokeModelWithResponseStream: each `chunk` (or exception) event as Anthropic SSE."""
+
+    __slots__ = ()
+
+    @property
+    def content_type(self) -> str:
+        return "text/event-stream"
+
+    async def chunk(self) -> Any:
+        event = await super().chunk()
+        return invoke_event_to_sse(event) if isinstance(event, dict) else event
+
+
 class BedrockUpstream:
     """One aiobotocore client per backend, opened on first use, closed with the app."""
 
@@ -135,6 +156,9 @@ class BedrockUpstream:
             if self._client is None:
                 client = await self._stack.enter_async_context(self._create())
                 client.meta.events.register("before-sign.bedrock-runtime", _tag_request)
+                if self._settings.api_key is not None:
+                    bearer = _bearer(self._settings.api_key.get_secret_value())
+                    client.meta.events.register("before-sign.bedrock-runtime", bearer)
                 self._client = client
         return self._client
 
@@ -143,11 +167,15 @@ class BedrockUpstream:
 
         s = self._settings
         read = max(s.first_token_timeout_s, s.response_timeout_s, s.stream_idle_timeout_s)
+        import botocore
+
         config = AioConfig(
             retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=s.connect_timeout_s,
             read_timeout=read,
             max_pool_connections=s.max_connections,
+            # With an API key the key is the signature (`_bearer`).
+            signature_version=botocore.UNSIGNED if s.api_key is not None else None,
         )
         return self._aws.create_client(
             "bedrock-runtime", config=config, **_client_args(s, self._prefix)
@@ -157,13 +185,15 @@ class BedrockUpstream:
         from botocore.exceptions import BotoCoreError, ClientError
 
         call = req.payload
-        assert isinstance(call, Converse | CountTokens)
+        assert isinstance(call, Converse | CountTokens | Invoke)
         token = _TAGS.set({k: req.headers[k] for k in _TAGGED if k in req.headers})
         try:
             client = await self._open()
             if isinstance(call, CountTokens):
                 counted = await client.count_tokens(**call.params)
                 return BedrockResponse(200, _headers(counted), orjson.dumps(counted, default=_blob))
+            if isinstance(call, Invoke):
+                return await self._invoke(client, call)
             if call.stream:
                 resp = await client.converse_stream(**call.params)
                 stream = resp["stream"]
@@ -176,6 +206,20 @@ class BedrockUpstream:
             raise _no_response(e) from None
         finally:
             _TAGS.reset(token)
+
+    async def _invoke(self, client: Any, call: Invoke) -> BedrockResponse:
+        params = {
+            "modelId": call.model_id,
+            "body": call.body,
+            "contentType": "application/json",
+            "accept": "application/json",
+        }
+        if call.stream:
+            resp = await client.invoke_model_with_response_stream(**params)
+            return InvokeResponse(200, _headers(resp), stream=resp["body"], tails=self._tails)
+        resp = await client.invoke_model(**params)
+        async with resp["body"] as body:
+            return BedrockResponse(200, _headers(resp), await body.read())
 
     async def close(self) -> None:
         await self._tails.cancel()
@@ -202,6 +246,13 @@ def _tag_request(request: Any, **_: Any) -> None:
     # and each attempt's trace context.
     for name, value in (_TAGS.get() or {}).items():
         request.headers[name] = value
+
+
+def _bearer(key: str) -> Any:
+    def add(request: Any, **_: Any) -> None:
+        request.headers["Authorization"] = f"Bearer {key}"
+
+    return add
 
 
 def _headers(resp: Any) -> dict[str, str]:

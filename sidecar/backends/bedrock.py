@@ -1,4 +1,10 @@
-"""Kind `bedrock`: Converse / ConverseStream through aiobotocore (`sidecar.upstream_bedrock`).
+"""Kind `bedrock`: Converse / ConverseStream (or, with `API=invoke`, InvokeModel /
+InvokeModelWithResponseStream for Claude) through aiobotocore (`sidecar.upstream_bedrock`).
+
+With `API=invoke` the body is Anthropic's Messages body (`anthropic_version:
+bedrock-2023-05-31`, no `model` or `stream`, betas as `anthropic_beta`): an Anthropic caller's own,
+byte for byte but for those fields, so thinking, `cache_control` and citations reach Claude; an
+OpenAI caller's translated as for kind `anthropic`. Answers and streams read as Anthropic's.
 
 The request is the keyword arguments of `converse(**kw)`, carried in `UpstreamRequest.payload`;
 OpenAI callers are translated by `sidecar.dialects.bedrock`, Anthropic callers pivot through the
@@ -19,17 +25,27 @@ from urllib.parse import quote
 import orjson
 
 from sidecar.backends import responses
+from sidecar.backends.anthropic import (
+    DEFAULT_MAX_TOKENS,
+    messages_answer,
+    messages_stream,
+)
 from sidecar.backends.base import BackendAdapter, InvalidResponse, KindSpec, Untranslatable
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic_request import anthropic_request_to_openai
+from sidecar.dialects.anthropic_request import (
+    anthropic_request_to_openai,
+    openai_request_to_anthropic,
+)
 from sidecar.dialects.anthropic_response import (
     openai_error_to_anthropic,
     openai_response_to_anthropic,
 )
 from sidecar.dialects.bedrock import (
+    INVOKE_ANTHROPIC_VERSION,
     Converse,
     ConverseStreamToOpenAI,
     CountTokens,
+    Invoke,
     bedrock_error_to_openai,
     converse_response_to_openai,
     count_tokens_params,
@@ -85,6 +101,10 @@ class BedrockBackend(BackendAdapter):
             s.endpoint_url or f"https://bedrock-runtime.{region}.amazonaws.com"
         ).rstrip("/")
 
+    @property
+    def _invoke(self) -> bool:
+        return self.backend.settings.api == "invoke"
+
     def build(self, call: Call) -> UpstreamRequest:
         if call.route is Route.RESPONSES:
             return responses.build(self, call)
@@ -92,6 +112,8 @@ class BedrockBackend(BackendAdapter):
         model = self.model_for(call.model)
         if model is None:
             raise Untranslatable("a Bedrock model id is required", "model")
+        if self._invoke and call.route is not Route.COUNT_TOKENS:
+            return self._invoke_request(call, model)
         try:
             body = anthropic_request_to_openai(call.body) if _anthropic(call) else call.body
             params = openai_request_to_converse(body, model_id=model)
@@ -106,6 +128,28 @@ class BedrockBackend(BackendAdapter):
         headers = {"x-request-id": call.request_id}
         return UpstreamRequest("POST", url, headers, b"", payload=payload)
 
+    def _invoke_request(self, call: Call, model: str) -> UpstreamRequest:
+        assert call.body is not None
+        if _anthropic(call):
+            body = dict(call.body)
+            betas = [b.strip() for b in call.headers.get("anthropic-beta", "").split(",")]
+            if any(betas):
+                body["anthropic_beta"] = [b for b in betas if b]
+        else:
+            try:
+                body = openai_request_to_anthropic(
+                    call.body, anthropic_version="2023-06-01", default_max_tokens=DEFAULT_MAX_TOKENS
+                )
+            except TranslationError as e:
+                raise Untranslatable(e.message, e.param) from None
+        body.pop("model", None)
+        body.pop("stream", None)
+        body["anthropic_version"] = INVOKE_ANTHROPIC_VERSION
+        op = "invoke-with-response-stream" if call.stream else "invoke"
+        url = f"{self._endpoint}/model/{quote(model, safe='')}/{op}"
+        payload = Invoke(call.stream, model, orjson.dumps(body))
+        return UpstreamRequest("POST", url, {"x-request-id": call.request_id}, b"", payload=payload)
+
     def caller_model(self, call: Call) -> str:
         return call.model or self.model_for(None) or ""
 
@@ -114,6 +158,8 @@ class BedrockBackend(BackendAdapter):
             return responses.answer(self, call, body, model=self.caller_model(call))
         if call.route is Route.COUNT_TOKENS:
             return _counted(body)
+        if self._invoke:
+            return messages_answer(call, body, self.caller_model(call))
         try:
             parsed = orjson.loads(body)
             openai = converse_response_to_openai(parsed, model=self.caller_model(call))
@@ -147,6 +193,8 @@ class BedrockBackend(BackendAdapter):
         if call.route is Route.RESPONSES:
             return responses.stream(self, call, model=self.caller_model(call))
         model = self.caller_model(call)
+        if self._invoke:
+            return messages_stream(call, model)
         sink: Sink = AnthropicSink(model=model) if _anthropic(call) else OpenAISink()
         # Anthropic callers read the final usage from message_delta: the sink needs the chunk.
         include_usage = call.include_usage or _anthropic(call)

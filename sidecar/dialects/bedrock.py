@@ -47,12 +47,15 @@ from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 from sidecar.dialects.openai import usage_of
 
 __all__ = [
+    "INVOKE_ANTHROPIC_VERSION",
     "Converse",
     "ConverseStreamToOpenAI",
     "CountTokens",
+    "Invoke",
     "bedrock_error_to_openai",
     "converse_response_to_openai",
     "count_tokens_params",
+    "invoke_event_to_sse",
     "openai_request_to_converse",
 ]
 
@@ -83,6 +86,26 @@ def count_tokens_params(converse: JSON) -> JSON:
     counted = {k: converse[k] for k in COUNTED if k in converse}
     return {"modelId": converse["modelId"], "input": {"converse": counted}}
 
+
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """One InvokeModel (or InvokeModelWithResponseStream) call: the model's native body."""
+
+    stream: bool
+    model_id: str
+    body: bytes
+
+
+# Claude's Messages body on InvokeModel: legacy ARN-versioned models refuse newer versions.
+INVOKE_ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+# The Anthropic error type an in-stream Bedrock exception reads as (its class follows from it).
+INVOKE_EXCEPTION_TYPES: Final[dict[str, str]] = {
+    "throttlingexception": "rate_limit_error",
+    "serviceunavailableexception": "overloaded_error",
+    "modelnotreadyexception": "overloaded_error",
+    "modeltimeoutexception": "timeout_error",
+    "validationexception": "invalid_request_error",
+}
 
 IMAGE_FORMATS: Final[dict[str, str]] = {
     "image/png": "png",
@@ -382,3 +405,31 @@ class ConverseStreamToOpenAI:
             return [self._out.chunk({"content": delta["text"]})]
         fragment = (delta.get("toolUse") or {}).get("input")
         return self._out.tool_arguments(int(data.get("contentBlockIndex", 0)), fragment)
+
+
+# ---------------------------------------------------------------------------------------------
+# InvokeModelWithResponseStream: event-stream `chunk` frames carrying Anthropic events
+
+
+def invoke_event_to_sse(event: JSON) -> bytes:
+    """One decoded InvokeModelWithResponseStream event as the Anthropic SSE event it carries:
+    a `chunk`'s bytes are one Anthropic stream event's JSON, relayed byte for byte; an
+    in-stream exception becomes an Anthropic `error` event of the same meaning."""
+    chunk = event.get("chunk")
+    if isinstance(chunk, dict) and isinstance(chunk.get("bytes"), bytes | bytearray):
+        raw = bytes(chunk["bytes"])
+        try:
+            name = orjson.loads(raw).get("type")
+        except (orjson.JSONDecodeError, AttributeError):
+            name = None
+        head = b"event: " + str(name).encode() + b"\n" if isinstance(name, str) else b""
+        return head + b"data: " + raw + b"\n\n"
+    name = next(iter(event), "internalServerException")
+    detail = event.get(name)
+    message = detail.get("message") if isinstance(detail, dict) else None
+    error = {
+        "type": INVOKE_EXCEPTION_TYPES.get(name.lower(), "api_error"),
+        "message": str(message or name),
+    }
+    body = orjson.dumps({"type": "error", "error": error})
+    return b"event: error\ndata: " + body + b"\n\n"

@@ -1,14 +1,18 @@
-"""A scripted Bedrock runtime (Converse and ConverseStream) on loopback.
+"""A scripted Bedrock runtime (Converse, ConverseStream, InvokeModel and
+InvokeModelWithResponseStream for Claude) on loopback.
 
 Point aiobotocore's `bedrock-runtime` client at `url` (dummy credentials; the fake checks no
 signature). Converse answers JSON; ConverseStream answers `application/vnd.amazon.eventstream`
 frames from the test encoder, written in small slices so the client's reassembly is exercised.
 Errors carry `x-amzn-ErrorType` and the status Bedrock documents for each exception; a stream
-can also end with an exception frame or be cut. Every request is recorded with its model id,
-headers and body.
+can also end with an exception frame or be cut. InvokeModel answers an Anthropic Message; its
+stream is `chunk` frames whose `bytes` (base64 on the wire) are Anthropic stream events,
+`message_stop` carrying `amazon-bedrock-invocationMetrics`. Every request is recorded with its
+model id, headers and body.
 """
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +73,10 @@ class FakeBedrock(Loopback[Script, Seen]):
         self.cancelled: list[float] = []
         self.app.router.add_post("/model/{model_id:.+}/converse", self._converse)
         self.app.router.add_post("/model/{model_id:.+}/converse-stream", self._converse_stream)
+        self.app.router.add_post("/model/{model_id:.+}/invoke", self._invoke)
+        self.app.router.add_post(
+            "/model/{model_id:.+}/invoke-with-response-stream", self._invoke_stream
+        )
         self.app.router.add_post("/model/{model_id:.+}/count-tokens", self._count_tokens)
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
@@ -115,6 +123,28 @@ class FakeBedrock(Loopback[Script, Seen]):
             except asyncio.CancelledError:
                 self.cancelled.append(time.monotonic())
                 raise
+        return resp
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        s = await self._next(request, "invoke")
+        if s.error is not None:
+            return error_response(s.error)
+        return web.json_response(anthropic_message(s), headers=_request_id())
+
+    async def _invoke_stream(self, request: web.Request) -> web.StreamResponse:
+        s = await self._next(request, "invoke-with-response-stream")
+        if s.error is not None:
+            return error_response(s.error)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/vnd.amazon.eventstream", **_request_id()}
+        )
+        await resp.prepare(request)
+        for frame in invoke_frames(s):
+            for i in range(0, len(frame), s.slice_bytes):
+                await resp.write(frame[i : i + s.slice_bytes])
+        if s.end == "cut":
+            assert request.transport is not None
+            request.transport.abort()
         return resp
 
 
@@ -176,3 +206,67 @@ def _bad_end(s: Script) -> list[bytes]:
     if s.end == "exception":
         return [encode_exception(s.exception, {"message": f"fake {s.exception}"})]
     return []
+
+
+def anthropic_message(s: Script) -> JSON:
+    if s.tool is not None:
+        content: list[JSON] = [
+            {"type": "tool_use", "id": "toolu_bdrk", "name": s.tool[0], "input": s.tool[1]}
+        ]
+        stop_reason = "tool_use"
+    else:
+        content, stop_reason = [{"type": "text", "text": s.text}], "end_turn"
+    return {
+        "id": "msg_bdrk",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-on-bedrock",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 2},
+    }
+
+
+def _chunk(event: JSON) -> bytes:
+    return encode_event("chunk", {"bytes": base64.b64encode(orjson.dumps(event)).decode()})
+
+
+def invoke_frames(s: Script) -> list[bytes]:
+    message = {**anthropic_message(s), "content": [], "stop_reason": None}
+    message["usage"] = {"input_tokens": 9, "output_tokens": 1}
+    frames = [_chunk({"type": "message_start", "message": message})]
+    if s.tool is not None:
+        block: JSON = {"type": "tool_use", "id": "toolu_bdrk", "name": s.tool[0], "input": {}}
+        args = orjson.dumps(s.tool[1]).decode()
+        deltas = [
+            {"type": "input_json_delta", "partial_json": args[i : i + 5]}
+            for i in range(0, len(args), 5)
+        ]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": d["text"]} for d in _deltas(s)]
+    frames.append(_chunk({"type": "content_block_start", "index": 0, "content_block": block}))
+    for i, delta in enumerate(deltas):
+        if i == s.after:
+            return frames + _bad_end(s)
+        frames.append(_chunk({"type": "content_block_delta", "index": 0, "delta": delta}))
+    stop_reason = "tool_use" if s.tool is not None else "end_turn"
+    metrics = {
+        "inputTokenCount": 9,
+        "outputTokenCount": 4,
+        "invocationLatency": 5,
+        "firstByteLatency": 1,
+    }
+    return [
+        *frames,
+        _chunk({"type": "content_block_stop", "index": 0}),
+        _chunk(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 4},
+            }
+        ),
+        _chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}),
+    ]

@@ -1,6 +1,7 @@
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiobotocore.session import get_session
 from botocore.config import Config
@@ -103,3 +104,35 @@ async def test_fake_receives_arn_model_ids_decoded(upstream: FakeBedrock, bedroc
     arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-x-v1:0"
     await bedrock.converse(modelId=arn, messages=MESSAGES)
     assert upstream.seen[0].model_id == arn
+
+
+async def test_fake_invoke_model_answers_an_anthropic_message(
+    upstream: FakeBedrock, bedrock: Any
+) -> None:
+    body = orjson.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5})
+    resp = await bedrock.invoke_model(modelId=MODEL, body=body)
+    async with resp["body"] as stream:
+        message = orjson.loads(await stream.read())
+    assert message["content"] == [{"type": "text", "text": "Hello from the fake Bedrock."}]
+    assert upstream.seen[0].operation == "invoke"
+    assert upstream.seen[0].json == {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5}
+
+
+async def test_fake_invoke_stream_sends_anthropic_events_in_chunk_bytes(
+    upstream: FakeBedrock, bedrock: Any
+) -> None:
+    resp = await bedrock.invoke_model_with_response_stream(modelId=MODEL, body=b"{}")
+    events = [orjson.loads(e["chunk"]["bytes"]) async for e in resp["body"]]
+    assert [e["type"] for e in events][:2] == ["message_start", "content_block_start"]
+    assert events[-1]["type"] == "message_stop"
+    assert events[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 4
+
+
+async def test_fake_invoke_stream_ends_with_an_exception_frame(
+    upstream: FakeBedrock, bedrock: Any
+) -> None:
+    upstream.script(Script(end="exception", after=1))
+    resp = await bedrock.invoke_model_with_response_stream(modelId=MODEL, body=b"{}")
+    with pytest.raises(EventStreamError) as e:
+        _ = [event async for event in resp["body"]]
+    assert e.value.response["Error"]["Code"] == "throttlingException"
