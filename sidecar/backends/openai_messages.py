@@ -10,7 +10,10 @@ import orjson
 
 from sidecar.backends.base import InvalidResponse, Untranslatable
 from sidecar.call import Call, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic_request import anthropic_request_to_openai
+from sidecar.dialects.anthropic_request import (
+    anthropic_request_to_openai,
+    without_cache_breakpoints,
+)
 from sidecar.dialects.anthropic_response import (
     openai_error_to_anthropic,
     openai_response_to_anthropic,
@@ -36,7 +39,7 @@ def build(
     """`url` is the backend's chat completions URL, `headers` its static ones."""
     assert call.body is not None
     try:
-        body = anthropic_request_to_openai(call.body)
+        body = without_cache_breakpoints(anthropic_request_to_openai(call.body))
     except TranslationError as e:
         raise Untranslatable(e.message, e.param) from None
     if model is not None:

@@ -36,7 +36,10 @@ them):
 |         |                                              | `output_config.effort` (`max` → high),  |
 |         |                                              | else none; `disabled` is dropped        |
 | A → O   | `thinking`/`redacted_thinking` history blocks| dropped (only Anthropic reads them)     |
-| A → O   | `top_k`, `cache_control`, `citations`,       | dropped                                 |
+| A → O   | `cache_control` on system, user and tool     | the part's `prompt_cache_breakpoint`    |
+|         | result blocks                                | (Bedrock Converse: `cachePoint`; removed|
+|         |                                              | for OpenAI-family upstreams)            |
+| A → O   | `top_k`, other `cache_control`, `citations`, | dropped                                 |
 |         | `service_tier`, `output_config.effort`       |                                         |
 |         | without thinking, `container`,               |                                         |
 |         | `inference_geo`, `speed`                     |                                         |
@@ -310,10 +313,35 @@ def _anthropic_system_to_openai(system: Any) -> list[JSON]:
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
-    parts = [{"type": "text", "text": b.get("text", "")} for b in system if b.get("type") == "text"]
-    if len(parts) == 1:
+    parts = [
+        _breakpoint({"type": "text", "text": b.get("text", "")}, b)
+        for b in system
+        if b.get("type") == "text"
+    ]
+    if len(parts) == 1 and not _has_breakpoint(parts):
         return [{"role": "system", "content": parts[0]["text"]}]
     return [{"role": "system", "content": parts}]
+
+
+def _breakpoint(part: JSON, block: JSON) -> JSON:
+    # A `cache_control` breakpoint rides in the pivot as the part's `prompt_cache_breakpoint`;
+    # Bedrock Converse reads it (`cachePoint`), OpenAI-family upstreams never see it.
+    if block.get("cache_control"):
+        part["prompt_cache_breakpoint"] = True
+    return part
+
+
+def _has_breakpoint(parts: list[JSON]) -> bool:
+    return any(p.get("prompt_cache_breakpoint") for p in parts)
+
+
+def without_cache_breakpoints(body: JSON) -> JSON:
+    """The pivot as an OpenAI server takes it: `prompt_cache_breakpoint` is no OpenAI field."""
+    for msg in body.get("messages") or []:
+        for part in msg.get("content") if isinstance(msg.get("content"), list) else []:
+            if isinstance(part, dict):
+                part.pop("prompt_cache_breakpoint", None)
+    return body
 
 
 def _anthropic_message_to_openai(msg: JSON, where: str) -> list[JSON]:
@@ -379,7 +407,7 @@ def _anthropic_user_to_openai(blocks: list[JSON], where: str) -> list[JSON]:
             parts.append(_anthropic_block_to_part(block, at))
     if not parts:
         return tool_messages
-    if all(p["type"] == "text" for p in parts):
+    if all(p["type"] == "text" for p in parts) and not _has_breakpoint(parts):
         content: str | list[JSON] = "".join(p["text"] for p in parts) if len(parts) == 1 else parts
     else:
         content = parts
@@ -395,10 +423,17 @@ def _tool_result_to_openai(block: JSON, where: str) -> JSON:
     if block.get("is_error"):
         text = f"Error: {text}"
     call_id, _ = split_tool_use_id(block.get("tool_use_id"))
+    if block.get("cache_control"):
+        parts = [_breakpoint({"type": "text", "text": text}, block)]
+        return {"role": "tool", "tool_call_id": call_id, "content": parts}
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def _anthropic_block_to_part(block: JSON, where: str) -> JSON:
+    return _breakpoint(_block_part(block, where), block)
+
+
+def _block_part(block: JSON, where: str) -> JSON:
     kind = block.get("type")
     source = block.get("source") or {}
     if kind == "text":

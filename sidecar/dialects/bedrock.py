@@ -24,6 +24,9 @@ base64 of image and document bytes. Lossy points and their policies:
 | `user`, `metadata`, unknown fields           |                                                 |
 | image `detail`, message `name`               | dropped                                         |
 | trailing assistant message (prefill)         | kept last; trailing whitespace stripped         |
+| part `prompt_cache_breakpoint` (an Anthropic | a `cachePoint` block after it (after its tool   |
+| caller's `cache_control`)                    | result), the first 4 in order; later ones       |
+|                                              | dropped                                         |
 | `reasoningContent` in answers                | dropped                                         |
 | `stopReason` `malformed_model_output`,       | InvalidUpstreamResponse (the upstream's fault)  |
 | `malformed_tool_use`                         |                                                 |
@@ -156,6 +159,7 @@ def _err(message: str, param: str | None) -> TranslationError:
 def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
     _reject_untranslatable(body)
     system, messages = openai_request.split_messages(body.get("messages") or [], SHAPES)
+    system, messages = _cache_points(system, messages)
     out: JSON = {"modelId": model_id, "messages": messages}
     if system:
         out["system"] = system
@@ -169,6 +173,35 @@ def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
     if output:
         out["outputConfig"] = output
     return out
+
+
+# Bedrock takes at most this many cache checkpoints in one request.
+MAX_CACHE_POINTS: Final = 4
+CACHE_POINT: Final[JSON] = {"cachePoint": {"type": "default"}}
+
+
+def _cache_points(system: list[JSON], messages: list[JSON]) -> tuple[list[JSON], list[JSON]]:
+    """A `cachePoint` after each block a part marked `prompt_cache_breakpoint` (an Anthropic
+    `cache_control`) became, the first `MAX_CACHE_POINTS` in request order; a text part inside a
+    tool result puts it after the tool result (it may not stand inside one)."""
+    budget = [MAX_CACHE_POINTS]
+
+    def placed(blocks: list[JSON]) -> list[JSON]:
+        out: list[JSON] = []
+        for block in blocks:
+            marked = block.pop(_CACHE, False)
+            result = block.get("toolResult")
+            if result is not None:
+                for inner in result["content"]:
+                    marked = inner.pop(_CACHE, False) or marked
+            out.append(block)
+            if marked and budget[0] > 0:
+                budget[0] -= 1
+                out.append(dict(CACHE_POINT))
+        return out
+
+    system = placed(system)
+    return system, [{**m, "content": placed(m["content"])} for m in messages]
 
 
 def _reject_untranslatable(body: JSON) -> None:
@@ -283,6 +316,15 @@ def _tool_result(tool_call_id: Any, blocks: list[JSON]) -> JSON:
     return {"toolResult": result}
 
 
+_CACHE: Final = "__cache_point"
+
+
+def _mark(block: JSON, part: JSON) -> JSON:
+    if part.get("prompt_cache_breakpoint"):
+        block[_CACHE] = True
+    return block
+
+
 SHAPES: Final = openai_request.BlockShapes(
     text=lambda text: {"text": text},
     image=_image_block,
@@ -291,6 +333,7 @@ SHAPES: Final = openai_request.BlockShapes(
         "toolUse": {"toolUseId": id_, "name": name, "input": input_}
     },
     tool_result=_tool_result,
+    mark=_mark,
 )
 
 

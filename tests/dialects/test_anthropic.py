@@ -336,10 +336,12 @@ def test_reverse_request_translates_system_blocks_tools_and_results() -> None:
         "metadata": {"user_id": "u"},
         "thinking": {"type": "disabled"},
     }
+    # The breakpoint rides in the pivot (Bedrock's cachePoint); OpenAI servers never see it.
+    cached = {"type": "text", "text": "a", "prompt_cache_breakpoint": True}
     assert anthropic_request_to_openai(body) == {
         "model": "claude",
         "messages": [
-            {"role": "system", "content": "a"},
+            {"role": "system", "content": [cached]},
             {"role": "user", "content": "weather?"},
             {
                 "role": "assistant",

@@ -64,7 +64,7 @@ class FakeAnthropic(Loopback[Script, Seen]):
         body = await request.read()
         s = await self.take(Seen(request.path, lower_headers(request), body))
         if s.status != 200:
-            return _error_response(s)
+            return error_response(s)
         words = len(orjson.dumps(orjson.loads(body).get("messages")).split())
         return web.json_response({"input_tokens": words}, headers={"request-id": "req_fake"})
 
