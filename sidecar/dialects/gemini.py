@@ -28,6 +28,9 @@ Lossy points and their policies:
 | `parallel_tool_calls`, `user`, `metadata`,   | dropped                                         |
 | `store`, `service_tier`, image `detail`,     |                                                 |
 | message `name`, unknown fields               |                                                 |
+| a model turn's first function call without   | `skip_thought_signature_validator` (Google's    |
+| a signature (another vendor's, or dropped by | stand-in), so a history from a fallback works;  |
+| the caller), Gemini 3 and later              | none for `gemini-1*` / `gemini-2*` models       |
 | thought parts (`thought: true`) in answers   | dropped (never requested: no `includeThoughts`) |
 | `finishReason` SAFETY and other blocks,      | `finish_reason: content_filter` (a 200 answer,  |
 | `promptFeedback.blockReason`                 | never a fallback)                               |
@@ -105,6 +108,8 @@ def openai_request_to_gemini(body: JSON, *, model: str) -> JSON:
             for t in turns
         ]
     }
+    if not _before_gemini_3(model):
+        _sign_foreign_calls(out["contents"])
     if system:
         out["systemInstruction"] = {"parts": system}
     tools = _tools(body.get("tools"))
@@ -117,6 +122,25 @@ def openai_request_to_gemini(body: JSON, *, model: str) -> JSON:
     if generation:
         out["generationConfig"] = generation
     return out
+
+
+# Google's documented stand-in for a function call no Gemini model made (a history from another
+# vendor, after a fallback): Gemini 3 then skips its signature check for that turn.
+FOREIGN_CALL_SIGNATURE: Final = "skip_thought_signature_validator"
+
+
+def _sign_foreign_calls(contents: list[JSON]) -> None:
+    # Gemini 3 checks the first function call of each model turn.
+    for content in contents:
+        if content["role"] != "model":
+            continue
+        calls = [p for p in content["parts"] if "functionCall" in p]
+        if calls and "thoughtSignature" not in calls[0]:
+            calls[0]["thoughtSignature"] = FOREIGN_CALL_SIGNATURE
+
+
+def _before_gemini_3(model: str) -> bool:
+    return model.removeprefix("models/").startswith(("gemini-1", "gemini-2"))
 
 
 def _reject_untranslatable(body: JSON) -> None:
@@ -260,7 +284,7 @@ def _output_format(fmt: Any) -> JSON:
 
 
 def _thinking(effort: str, model: str) -> JSON:
-    if model.removeprefix("models/").startswith("gemini-2"):
+    if _before_gemini_3(model):
         return {"thinkingBudget": THINKING_BUDGETS.get(effort, THINKING_BUDGETS["medium"])}
     # Gemini 3 thinks by level and cannot turn thinking off: "none" is its least.
     return {"thinkingLevel": "minimal" if effort == "none" else effort}

@@ -144,22 +144,38 @@ async def test_openai_tool_calls_carry_the_thought_signature_and_get_it_back(
     }
 
 
-async def test_a_follow_up_without_the_signature_is_gemini_3s_400_and_no_fallback(
-    gemini: FakeGemini, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
-) -> None:
-    backup = await fake()
-    sc = await sidecar(chain(("g", gemini), ("backup", backup)))
+def unsigned_follow_up() -> dict[str, Any]:
     body = chat()
     call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
     body["messages"] += [
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": "sun"},
     ]
-    r = await post(http, sc.url, body)
+    return body
+
+
+async def test_an_unsigned_call_in_history_gets_googles_stand_in_for_gemini_3(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    # Another vendor's tool call (a fallback mid-conversation) has no signature to give back.
+    sc = await sidecar(chain(("g", gemini)))
+    r = await post(http, sc.url, unsigned_follow_up())
+    assert r.status == 200
+    part = gemini.seen[0].json["contents"][1]["parts"][0]
+    assert part["thoughtSignature"] == "skip_thought_signature_validator"
+
+
+async def test_a_gemini_2_follow_up_without_the_signature_is_the_upstreams_400_and_no_fallback(
+    gemini: FakeGemini, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    backup = await fake()
+    sc = await sidecar(chain(("g", gemini), ("backup", backup), G_MODEL="gemini-2.5-flash"))
+    r = await post(http, sc.url, unsigned_follow_up())
     assert r.status == 400
     assert "thought_signature" in r.json["error"]["message"]
     assert r.json["error"]["code"] == "INVALID_ARGUMENT"
     assert r.headers["x-sidecar-failures"] == "g=client_error"
+    assert "thoughtSignature" not in gemini.seen[0].json["contents"][1]["parts"][0]
     assert backup.seen == []
 
 

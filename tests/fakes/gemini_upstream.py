@@ -95,6 +95,8 @@ def _unsigned_call(req: JSON) -> bool:
         calls = [p for p in content.get("parts") or [] if "functionCall" in p]
         if content.get("role") == "model" and calls and "thoughtSignature" not in calls[0]:
             return True
+    # Google's stand-in for a call no Gemini model made ("skip_thought_signature_validator")
+    # passes, as any other value does: the fake checks presence, not provenance.
     return False
 
 
