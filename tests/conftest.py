@@ -12,6 +12,7 @@ from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.gemini_upstream import FakeGemini
 from fakes.openai_upstream import FakeOpenAI, Script
+from fakes.vertex_upstream import FakeGoogleAuth, FakeVertex
 from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar, create_app
@@ -98,6 +99,21 @@ async def bedrock() -> AsyncIterator[FakeBedrock]:
 @pytest.fixture
 async def gemini() -> AsyncIterator[FakeGemini]:
     f = await FakeGemini().start()
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def auth() -> AsyncIterator[FakeGoogleAuth]:
+    """Google's token endpoint and metadata server, for vertex backends."""
+    f = await FakeGoogleAuth().start()
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def vertex(auth: FakeGoogleAuth) -> AsyncIterator[FakeVertex]:
+    f = await FakeVertex(auth).start()
     yield f
     await f.stop()
 

@@ -5,7 +5,6 @@ Nothing reaches Google."""
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -33,20 +32,6 @@ def no_real_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
     monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
-
-
-@pytest.fixture
-async def auth() -> AsyncIterator[FakeGoogleAuth]:
-    f = await FakeGoogleAuth().start()
-    yield f
-    await f.stop()
-
-
-@pytest.fixture
-async def vertex(auth: FakeGoogleAuth) -> AsyncIterator[FakeVertex]:
-    f = await FakeVertex(auth).start()
-    yield f
-    await f.stop()
 
 
 def vertex_env(
