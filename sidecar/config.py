@@ -59,6 +59,7 @@ def _by_kind(backend: Backend, env: Mapping[str, str]) -> Backend:
             f"only for kinds with a native Responses API (openai, azure), not "
             f"{backend.settings.kind}: it always translates",
         )
-    backend = replace(backend, default_base_url=s.default_base_url)
+    default = s.default_base_url
+    backend = replace(backend, default_base_url=default(backend) if callable(default) else default)
     s.check(backend, env)
     return backend

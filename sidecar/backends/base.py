@@ -101,8 +101,9 @@ class KindSpec:
     `SPEC`, and `sidecar.backends.KINDS` lists them."""
 
     adapter: Callable[[Backend], BackendAdapter]
-    # Where requests go when `{PREFIX}BASE_URL` is not set ("": the setting is required).
-    default_base_url: str = ""
+    # Where requests go when `{PREFIX}BASE_URL` is not set ("": the setting is required); a
+    # function of the backend where it depends on other settings (Vertex AI's region).
+    default_base_url: str | Callable[[Backend], str] = ""
     # The kind's own settings rules: raise `ConfigError` naming the env var.
     check: Callable[[Backend, Mapping[str, str]], None] = _no_check
     # The transport; None for the HTTP one (`sidecar.upstream.HttpUpstream`).

@@ -55,11 +55,6 @@ def publisher_and_model(model: str) -> tuple[str, str]:
 
 
 class VertexBackend(GeminiBackend):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.backend.settings.base_url:
-            self._base = _base_url(self.backend)
-
     def credentials(self) -> dict[str, str]:
         return {}  # the transport's token
 
@@ -131,7 +126,7 @@ class VertexBackend(GeminiBackend):
 
 
 def _base_url(b: Backend) -> str:
-    region = b.settings.region
+    region = b.settings.region or "global"  # unset, `_check` refuses it right after
     if region == "global":
         return "https://aiplatform.googleapis.com"
     return f"https://{region}-aiplatform.googleapis.com"
@@ -167,4 +162,4 @@ def _upstream(b: Backend) -> Upstream:
     return VertexUpstream(b)
 
 
-SPEC = KindSpec(VertexBackend, check=_check, upstream=_upstream)
+SPEC = KindSpec(VertexBackend, default_base_url=_base_url, check=_check, upstream=_upstream)
