@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 from conftest import Running, SidecarFactory
@@ -175,3 +176,25 @@ async def test_the_openai_sdk_keeps_one_tool_session_across_three_vendors(
     assert bedrock.seen[0].operation == "invoke-with-response-stream"
     assert final.choices[0].message.content == "Done."
     assert gemini_signatures(gemini) == [SIGNATURE, "skip_thought_signature_validator"]
+
+
+async def test_status_and_backend_info_name_the_new_kinds(
+    sidecar: SidecarFactory,
+    gemini: FakeGemini,
+    vertex: FakeVertex,
+    bedrock: FakeBedrock,
+    auth: FakeGoogleAuth,
+    tmp_path: Path,
+) -> None:
+    sc = await three_vendors(sidecar, gemini, vertex, bedrock, auth.service_account_file(tmp_path))
+    async with aiohttp.ClientSession() as http, http.get(sc.admin + "/status") as r:
+        status = await r.json()
+    assert [(b["name"], b["kind"]) for b in status["backends"]] == [
+        ("g", "gemini"),
+        ("vc", "vertex"),
+        ("br", "bedrock"),
+    ]
+    assert "AIza" not in str(status) and "ABSK" not in str(status)
+    for position, (name, kind) in enumerate([("g", "gemini"), ("vc", "vertex"), ("br", "bedrock")]):
+        labels = {"chain": "default", "backend": name, "kind": kind, "position": str(position)}
+        assert sc.metric("llm_sidecar_backend_info", **labels) == 1
