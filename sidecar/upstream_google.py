@@ -9,8 +9,8 @@ gcloud's user credentials, or the metadata server (GKE Workload Identity, Comput
 The token is fetched once before the first request and then refreshed in the background
 `REFRESH_MARGIN_S` before it expires, so requests never wait for Google's token endpoint after
 the first. google-auth's refresh is blocking I/O: it runs in a worker thread. A refresh that
-fails leaves the last token in use while it is still valid; with none valid, the request fails
-with class `auth`, and nothing of the token or of the credential ever reaches a log, metric or
+fails leaves the last token in use while it is still valid and is retried every `RETRY_S`; with
+none valid, requests fail at once with class `auth` until the next try, and nothing of the token or of the credential ever reaches a log, metric or
 error (the detail names the exception class only).
 """
 
@@ -43,6 +43,9 @@ class GoogleToken:
         self._http: Any = None
         self._token: str | None = None
         self._expires_at = 0.0  # loop time
+        # After a failed fetch, requests fail at once until then rather than each asking
+        # Google again (the scheduled retry goes on in the background).
+        self._failed_until = 0.0
         self._refreshing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.refreshes = 0
@@ -50,7 +53,8 @@ class GoogleToken:
     async def header(self) -> str:
         loop = asyncio.get_running_loop()
         if self._token is None or loop.time() >= self._expires_at:
-            await self._refresh_now()
+            if loop.time() >= self._failed_until:
+                await self._refresh_now()
         if self._token is None or loop.time() >= self._expires_at:
             raise UpstreamError(FailureClass.AUTH, "no valid Google credentials")
         return f"Bearer {self._token}"
@@ -66,6 +70,7 @@ class GoogleToken:
             token, expiry = await asyncio.to_thread(self._fetch)
         except Exception as e:  # google-auth raises its own and transport errors alike
             log.warning("cannot refresh Google credentials: %s", type(e).__name__)
+            self._failed_until = loop.time() + RETRY_S
             self._schedule(RETRY_S)
             return
         finally:

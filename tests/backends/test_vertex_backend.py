@@ -203,11 +203,15 @@ async def test_a_token_that_cannot_be_had_is_class_auth_and_never_shown(
     assert r.headers["x-sidecar-failures"] == "v=auth"
     assert vertex.seen == []
     assert "invalid_grant" not in r.text and "Invalid JWT" not in r.text
+    # The next request fails at once: Google is asked again on the retry schedule only.
+    again = await post(http, sc.url, chat())
+    assert again.status == 403
+    assert auth.grants == ["jwt-bearer"]
     assert (
         sc.metric(
             "llm_sidecar_backend_failures_total", chain="default", backend="v", **{"class": "auth"}
         )
-        == 1
+        == 2
     )
 
 
