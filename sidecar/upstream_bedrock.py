@@ -12,9 +12,9 @@ The client's own retries are off (the chain decides); its read timeout is the lo
 backend's deadlines, since the chain and the relay enforce the real ones. Credentials are the
 backend's `AWS_*` settings when given, else the standard AWS chain (env, web identity/IRSA, SSO,
 shared files, container and instance metadata); `AWS_PROFILE` picks a profile of the shared files.
-A Bedrock API key (`API_KEY`) replaces SigV4: the client signs nothing and the key goes as
-`Authorization: Bearer` (botocore itself does the same for `AWS_BEARER_TOKEN_BEDROCK`, when no
-backend credentials are set).
+A Bedrock API key (`API_KEY` or `API_KEY_FILE`) replaces SigV4: the client signs nothing and the
+key goes as `Authorization: Bearer` (botocore itself does the same for `AWS_BEARER_TOKEN_BEDROCK`,
+when no backend credentials are set).
 
 `Invoke` calls (`API=invoke`) answer the model's native body; their stream's `chunk` events are
 handed on as the Anthropic SSE events they carry (`invoke_event_to_sse`), so that the Anthropic
@@ -25,7 +25,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -145,6 +145,9 @@ class BedrockUpstream:
         self.name = backend.name
         self._prefix = backend.prefix
         self._settings = backend.settings
+        self._backend = backend
+        # A Bedrock API key (API_KEY or API_KEY_FILE) replaces SigV4.
+        self._bearer = backend.api_key() is not None
         self._aws = AioSession(profile=backend.settings.aws_profile)
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
@@ -156,8 +159,8 @@ class BedrockUpstream:
             if self._client is None:
                 client = await self._stack.enter_async_context(self._create())
                 client.meta.events.register("before-sign.bedrock-runtime", _tag_request)
-                if self._settings.api_key is not None:
-                    bearer = _bearer(self._settings.api_key.get_secret_value())
+                if self._bearer:
+                    bearer = _bearer(self._backend.api_key)
                     client.meta.events.register("before-sign.bedrock-runtime", bearer)
                 self._client = client
         return self._client
@@ -175,7 +178,7 @@ class BedrockUpstream:
             read_timeout=read,
             max_pool_connections=s.max_connections,
             # With an API key the key is the signature (`_bearer`).
-            signature_version=botocore.UNSIGNED if s.api_key is not None else None,
+            signature_version=botocore.UNSIGNED if self._bearer else None,
         )
         return self._aws.create_client(
             "bedrock-runtime", config=config, **_client_args(s, self._prefix)
@@ -248,9 +251,10 @@ def _tag_request(request: Any, **_: Any) -> None:
         request.headers[name] = value
 
 
-def _bearer(key: str) -> Any:
+def _bearer(key: Callable[[], str | None]) -> Any:
+    # The key as of each request: API_KEY_FILE may have been rotated since the client opened.
     def add(request: Any, **_: Any) -> None:
-        request.headers["Authorization"] = f"Bearer {key}"
+        request.headers["Authorization"] = f"Bearer {key()}"
 
     return add
 

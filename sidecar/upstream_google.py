@@ -10,8 +10,9 @@ The token is fetched once before the first request and then refreshed in the bac
 `REFRESH_MARGIN_S` before it expires, so requests never wait for Google's token endpoint after
 the first. google-auth's refresh is blocking I/O: it runs in a worker thread. A refresh that
 fails leaves the last token in use while it is still valid and is retried every `RETRY_S`; with
-none valid, requests fail at once with class `auth` until the next try, and nothing of the token or of the credential ever reaches a log, metric or
-error (the detail names the exception class only).
+none valid, requests fail at once with class `auth` until the next try. Nothing of the token or
+of the credential ever reaches a log, metric or error (the detail names the exception class
+only).
 """
 
 import asyncio
@@ -52,9 +53,9 @@ class GoogleToken:
 
     async def header(self) -> str:
         loop = asyncio.get_running_loop()
-        if self._token is None or loop.time() >= self._expires_at:
-            if loop.time() >= self._failed_until:
-                await self._refresh_now()
+        stale = self._token is None or loop.time() >= self._expires_at
+        if stale and loop.time() >= self._failed_until:
+            await self._refresh_now()
         if self._token is None or loop.time() >= self._expires_at:
             raise UpstreamError(FailureClass.AUTH, "no valid Google credentials")
         return f"Bearer {self._token}"

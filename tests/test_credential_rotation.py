@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 from conftest import FakeFactory, Running, SidecarFactory, chat, post, wait_until
 from fakes.anthropic_upstream import FakeAnthropic
+from fakes.bedrock_upstream import FakeBedrock
+from fakes.gemini_upstream import FakeGemini
 from fakes.openai_upstream import Script
 from fakes.secret_volume import SecretVolume
 
@@ -220,3 +222,40 @@ def test_a_key_file_satisfies_a_kind_that_requires_a_key(volume: SecretVolume) -
     }
     backend = load_config(env).backends["claude"]
     assert backend.api_key() == OLD
+
+
+async def test_a_gemini_key_rotated_in_its_file_is_sent_on_the_next_request(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, volume: SecretVolume
+) -> None:
+    env = {
+        "SIDECAR_BACKENDS": "g",
+        "G_KIND": "gemini",
+        "G_BASE_URL": gemini.url,
+        "G_MODEL": "gemini-3-pro-preview",
+        "G_API_KEY_FILE": str(volume.path("api-key")),
+    }
+    sc = await sidecar(env, credential_poll_s=POLL_S)
+    assert (await post(http, sc.url, chat())).status == 200
+    volume.write({"api-key": NEW + "\n"})
+    await _reloaded(sc, "g")
+    assert (await post(http, sc.url, chat())).status == 200
+    assert [s.headers["x-goog-api-key"] for s in gemini.seen] == [OLD, NEW]
+
+
+async def test_a_bedrock_api_key_rotated_in_its_file_is_sent_on_the_next_request(
+    bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession, volume: SecretVolume
+) -> None:
+    env = {
+        "SIDECAR_BACKENDS": "aws",
+        "AWS_KIND": "bedrock",
+        "AWS_ENDPOINT_URL": bedrock.url,
+        "AWS_REGION": "us-east-1",
+        "AWS_MODEL": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "AWS_API_KEY_FILE": str(volume.path("api-key")),
+    }
+    sc = await sidecar(env, credential_poll_s=POLL_S)
+    assert (await post(http, sc.url, chat())).status == 200
+    volume.write({"api-key": NEW + "\n"})
+    await _reloaded(sc, "aws")
+    assert (await post(http, sc.url, chat())).status == 200
+    assert [s.headers["authorization"] for s in bedrock.seen] == [f"Bearer {OLD}", f"Bearer {NEW}"]

@@ -75,9 +75,9 @@ class GeminiBackend(BackendAdapter):
         self._static.update(self.credentials())
 
     def credentials(self) -> dict[str, str]:
-        key = self.backend.settings.api_key
-        assert key is not None  # settings require API_KEY for this kind
-        return {"x-goog-api-key": key.get_secret_value()}
+        key = self.backend.api_key()
+        assert key is not None  # settings require API_KEY or API_KEY_FILE for this kind
+        return {"x-goog-api-key": key}
 
     def build(self, call: Call) -> UpstreamRequest:
         assert call.body is not None
