@@ -41,6 +41,7 @@ from sidecar.dialects.gemini import (
     gemini_usage_to_openai,
     openai_request_to_gemini,
 )
+from sidecar.dialects.openai import usage_of
 from sidecar.dialects.pivot import (
     END,
     AnthropicSink,
@@ -111,8 +112,14 @@ class GeminiBackend(BackendAdapter):
                 openai = openai_response_to_anthropic(openai, model=self.caller_model(call))
         except InvalidUpstreamResponse as e:
             raise InvalidResponse(e.message) from None
-        usage = _usage(parsed)
-        return Answer(orjson.dumps(openai), usage)
+        version = parsed.get("modelVersion")
+        answer = Answer(orjson.dumps(openai), _usage(parsed.get("usageMetadata")))
+        answer.model = version if isinstance(version, str) else None
+        candidates = parsed.get("candidates")
+        first = candidates[0] if isinstance(candidates, list) and candidates else {}
+        reason = first.get("finishReason") if isinstance(first, dict) else None
+        answer.finish_reasons = (reason,) if isinstance(reason, str) else ()
+        return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
         try:
@@ -133,9 +140,9 @@ class GeminiBackend(BackendAdapter):
         return PivotStream(GeminiSource(model=model, include_usage=include_usage), sink)
 
 
-def _usage(parsed: JSON) -> Usage:
-    u = gemini_usage_to_openai(parsed.get("usageMetadata") or {})
-    return Usage(u["prompt_tokens"], u["completion_tokens"])
+def _usage(metadata: Any) -> Usage:
+    counted = gemini_usage_to_openai(metadata if isinstance(metadata, dict) else {})
+    return usage_of({"usage": counted}) or Usage()
 
 
 def _anthropic(call: Call) -> bool:
@@ -174,8 +181,7 @@ class GeminiSource(SSESource):
 
     @property
     def usage(self) -> Usage:
-        u = self._tr.usage or {}
-        return Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+        return usage_of({"usage": self._tr.usage}) or Usage()
 
 
 def _status_of(obj: JSON) -> int:

@@ -66,6 +66,7 @@ async def test_openai_caller_gets_a_generate_content_answer_as_a_chat_completion
         "generationConfig": {"maxOutputTokens": 30, "temperature": 0.2, "stopSequences": ["END"]},
     }
     assert (tokens(sc, "g", "prompt"), tokens(sc, "g", "completion")) == (7, 7)
+    assert (tokens(sc, "g", "cache_read"), tokens(sc, "g", "reasoning")) == (3, 2)
 
 
 async def test_openai_caller_streams_gemini_sse_and_gets_done_and_usage(
@@ -81,6 +82,7 @@ async def test_openai_caller_streams_gemini_sse_and_gets_done_and_usage(
     assert events[-3]["choices"][0]["finish_reason"] == "stop"
     assert (gemini.seen[0].method, gemini.seen[0].query) == ("streamGenerateContent", "alt=sse")
     assert (tokens(sc, "g", "prompt"), tokens(sc, "g", "completion")) == (7, 7)
+    assert (tokens(sc, "g", "cache_read"), tokens(sc, "g", "reasoning")) == (3, 2)
 
 
 async def test_thought_parts_are_not_relayed_as_content(
