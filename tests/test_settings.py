@@ -101,6 +101,7 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ({**BASE, "P_MODEL_MAP": "a=b,c"}, "P_MODEL_MAP", "requested=sent"),
         ({**BASE, "P_HEADERS": "[1]"}, "P_HEADERS", "JSON object"),
         ({**BASE, "P_HEADERS": '{"Authorization": "Bearer x"}'}, "P_HEADERS", "P_API_KEY"),
+        ({**BASE, "P_HEADERS": '{"X-Goog-Api-Key": "AIza"}'}, "P_HEADERS", "P_API_KEY"),
         ({"SIDECAR_BACKENDS": "p"}, "P_API_KEY", "required"),
         ({"SIDECAR_BACKENDS": "a", "A_KIND": "azure", "A_API_KEY": "k"}, "A_BASE_URL", "azure"),
         (
