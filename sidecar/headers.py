@@ -49,6 +49,7 @@ NEVER_FORWARDED: Final = HOP_BY_HOP | {
     "authorization",
     "x-api-key",
     "api-key",
+    "x-goog-api-key",
     "cookie",
     "x-request-id",
     "x-sidecar-chain",

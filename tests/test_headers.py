@@ -24,7 +24,14 @@ def test_understood_routes_forward_only_the_listed_caller_headers() -> None:
 
 def test_pass_through_forwards_all_but_credentials_cookies_and_hop_by_hop() -> None:
     caller = CIMultiDict(
-        {"X-Custom": "1", "Api-Key": "k", "Cookie": "c", "Keep-Alive": "5", "X-Sidecar-Chain": "a"}
+        {
+            "X-Custom": "1",
+            "Api-Key": "k",
+            "X-Goog-Api-Key": "g",
+            "Cookie": "c",
+            "Keep-Alive": "5",
+            "X-Sidecar-Chain": "a",
+        }
     )
     assert h.to_upstream(caller, passthrough=True) == {"x-custom": "1"}
 
