@@ -44,13 +44,20 @@ class Tails:
         self._limit = max(1, int(pool_size * TAIL_POOL_SHARE))
         self._closed = False
 
-    def spawn(self, read: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Starts `read()`; False, and nothing started, when as many tails are being read."""
+    def spawn(
+        self, read: Callable[[], Coroutine[Any, Any, None]], then: Callable[[], None]
+    ) -> bool:
+        """Starts `read()`, and calls `then()` once it is over; False, and nothing started, when
+        as many tails are being read."""
         if self._closed or len(self._tasks) >= self._limit:
             return False
         task = asyncio.ensure_future(read())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A done callback, not a `finally` in `read`: a task cancelled before its first step
+        # never runs its body (closing the backend right after a finish), and the connection
+        # would be left to the garbage collector.
+        task.add_done_callback(lambda _: then())
         return True
 
     async def cancel(self) -> None:
@@ -123,7 +130,7 @@ class HttpResponse:
         resp = self._resp
         if resp.content.is_eof():
             resp.release()  # at the end of the body, the connection is already pooled
-        elif self._tails is None or not self._tails.spawn(lambda: _read_tail(resp)):
+        elif self._tails is None or not self._tails.spawn(lambda: _read_tail(resp), resp.close):
             resp.close()
 
 
@@ -139,9 +146,7 @@ async def _read_tail(resp: aiohttp.ClientResponse) -> None:
                 resp.release()
                 return
     except (TimeoutError, aiohttp.ClientError, OSError):
-        pass
-    finally:
-        resp.close()  # a no-op once released; otherwise the connection is dropped
+        pass  # Tails.spawn's `then` closes the response: the connection is dropped
 
 
 class HttpUpstream:

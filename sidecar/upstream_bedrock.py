@@ -105,20 +105,17 @@ class BedrockResponse(HttpResponse):
         if (
             events is None
             or self._tails is None
-            or not self._tails.spawn(lambda: self._read_tail(events))
+            or not self._tails.spawn(lambda: self._read_tail(events), self.close)
         ):
             self.close()
 
     async def _read_tail(self, events: AsyncIterator[Any]) -> None:
-        try:
-            # StopAsyncIteration is the body's end: aiohttp has pooled the connection by then.
-            # Any other ending drops it, as close() does.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(TAIL_S):
-                    for _ in range(_TAIL_EVENTS):
-                        await anext(events)
-        finally:
-            self.close()
+        # StopAsyncIteration is the body's end: aiohttp has pooled the connection by then.
+        # Any other ending drops it, as close() (Tails.spawn's `then`) does.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(TAIL_S):
+                for _ in range(_TAIL_EVENTS):
+                    await anext(events)
 
 
 class InvokeResponse(BedrockResponse):
