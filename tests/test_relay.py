@@ -138,28 +138,6 @@ async def test_stream_tails_never_tie_up_the_backend_pool(
     assert len(a.cancelled) == 3
 
 
-async def test_no_tail_is_read_once_the_backend_is_closed() -> None:
-    tails = sidecar_upstream.Tails(pool_size=100)
-    await tails.cancel()
-
-    async def read() -> None:
-        raise AssertionError("started after close")
-
-    assert tails.spawn(read, lambda: None) is False
-
-
-async def test_a_tail_cancelled_before_it_started_still_closes_its_response() -> None:
-    tails = sidecar_upstream.Tails(pool_size=10)
-    ended: list[str] = []
-
-    async def read() -> None:
-        raise AssertionError("never started: cancelled at once")
-
-    assert tails.spawn(read, lambda: ended.append("closed"))
-    await tails.cancel()
-    assert ended == ["closed"]
-
-
 async def test_client_disconnect_mid_stream_closes_the_upstream_at_once(
     fake: FakeFactory, sidecar: SidecarFactory
 ) -> None:
