@@ -1,4 +1,5 @@
-"""After the commit point: relayed as it arrives, never a truncated answer dressed as success."""
+"""The relay (`sidecar.stream`) after the commit point: relayed as it arrives, never a
+truncated answer dressed as success."""
 
 import asyncio
 import time
