@@ -1,4 +1,4 @@
-"""The admin port and the process lifecycle: metrics at zero, probes, /status, SIGTERM drain."""
+"""The admin port and the process lifecycle: /metrics, probes, /status, SIGTERM drain."""
 
 import asyncio
 import json
@@ -20,39 +20,6 @@ from conftest import (
     wait_until,
 )
 from fakes.openai_upstream import Script
-
-from sidecar.failure import FailureClass
-
-
-async def test_every_configured_series_exists_at_zero_from_startup(
-    fake: FakeFactory, sidecar: SidecarFactory
-) -> None:
-    a = await fake()
-    sc = await sidecar(chain_env(a, a))
-    g = sc.registry.get_sample_value
-    for backend in ("b0", "b1"):
-        labels = {"chain": "default", "backend": backend}
-        for outcome in ("success", "failure", "skipped"):
-            assert g("llm_sidecar_backend_attempts_total", {**labels, "outcome": outcome}) == 0
-        for cls in FailureClass:
-            assert g("llm_sidecar_backend_failures_total", {**labels, "class": cls.value}) == 0
-        for t in ("prompt", "completion", "cache_read", "cache_write", "reasoning"):
-            assert g("llm_sidecar_tokens_total", {**labels, "type": t}) == 0
-        for outcome in ("success", "failure"):
-            assert g("llm_sidecar_stream_recoveries_total", {**labels, "outcome": outcome}) == 0
-        assert g("llm_sidecar_backend_attempt_duration_seconds_count", labels) == 0
-        assert g("llm_sidecar_backend_first_token_seconds_count", labels) == 0
-        assert g("llm_sidecar_backend_circuit_state", {"backend": backend}) == 0
-    assert (
-        g(
-            "llm_sidecar_backend_info",
-            {"chain": "default", "backend": "b1", "kind": "openai", "position": "1"},
-        )
-        == 1
-    )
-    assert g("llm_sidecar_fallback_exhausted_total", {"chain": "default"}) == 0
-    assert g("llm_sidecar_inflight_requests", {}) == 0
-    assert g("llm_sidecar_build_info", {"version": sc.app.status()["version"]}) == 1  # type: ignore[dict-item]
 
 
 async def test_metrics_endpoint_serves_the_exposition_without_created_series(
