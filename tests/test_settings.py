@@ -1,4 +1,5 @@
-"""Configuration: chains from env and YAML, per-backend prefixes, errors naming the env var."""
+"""Settings (`sidecar.settings`): chains from env and YAML, per-backend prefixes, errors naming
+the env var. Each kind's own rules are `sidecar.config`'s (tests/test_config.py)."""
 
 import pathlib
 
@@ -89,7 +90,6 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ({**BASE, "SIDECAR_LOG_FORMAT": "xml"}, "SIDECAR_LOG_FORMAT", "json"),
         ({**BASE, "P_RETRIES": "-1"}, "P_RETRIES", "greater than or equal to 0"),
         ({**BASE, "P_RETRIES": "1.5"}, "P_RETRIES", "integer"),
-        ({**BASE, "P_KIND": "cohere"}, "P_KIND", "openai"),
         ({**BASE, "P_CONNECT_TIMEOUT_S": "0"}, "P_CONNECT_TIMEOUT_S", "greater than 0"),
         ({**BASE, "P_BASE_URL": "ftp://x"}, "P_BASE_URL", "http"),
         ({**BASE, "P_BASE_URL": "http://169.254.169.254/v1"}, "P_BASE_URL", "metadata"),
@@ -102,21 +102,6 @@ BASE = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}
         ({**BASE, "P_HEADERS": "[1]"}, "P_HEADERS", "JSON object"),
         ({**BASE, "P_HEADERS": '{"Authorization": "Bearer x"}'}, "P_HEADERS", "P_API_KEY"),
         ({**BASE, "P_HEADERS": '{"X-Goog-Api-Key": "AIza"}'}, "P_HEADERS", "P_API_KEY"),
-        ({"SIDECAR_BACKENDS": "p"}, "P_API_KEY", "required"),
-        ({"SIDECAR_BACKENDS": "a", "A_KIND": "azure", "A_API_KEY": "k"}, "A_BASE_URL", "azure"),
-        (
-            {
-                "SIDECAR_BACKENDS": "a",
-                "A_KIND": "azure",
-                "A_API_KEY": "k",
-                "A_BASE_URL": "https://r.openai.azure.com",
-                "A_API_VERSION": "2024-10-21",
-            },
-            "A_DEPLOYMENT",
-            "required",
-        ),
-        ({"SIDECAR_BACKENDS": "c", "C_KIND": "anthropic"}, "C_API_KEY", "required"),
-        ({"SIDECAR_BACKENDS": "br", "BR_KIND": "bedrock"}, "BR_REGION", "required"),
         (
             {**BASE, "SIDECAR_CIRCUIT_COOLDOWN_S": "60", "SIDECAR_CIRCUIT_MAX_COOLDOWN_S": "30"},
             "SIDECAR_CIRCUIT_MAX_COOLDOWN_S",
@@ -183,13 +168,6 @@ def test_zero_is_allowed_for_shutdown_delay_and_retry_after_wait() -> None:
         {**BASE, "SIDECAR_SHUTDOWN_DELAY_S": "0", "SIDECAR_RETRY_AFTER_WAIT_MAX_S": "0"}
     ).settings
     assert s.shutdown_delay_s == 0 and s.retry_after_wait_max_s == 0
-
-
-def test_bedrock_region_may_come_from_the_standard_aws_variables() -> None:
-    config = load_config(
-        {"SIDECAR_BACKENDS": "br", "BR_KIND": "bedrock", "AWS_REGION": "eu-west-1"}
-    )
-    assert config.chains["default"][0].settings.kind == "bedrock"
 
 
 def test_variables_with_a_backend_prefix_that_name_no_setting_are_warned_about() -> None:
