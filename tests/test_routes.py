@@ -278,35 +278,6 @@ async def test_passthrough_relays_other_v1_paths_byte_for_byte(
     assert seen.headers["authorization"] == "Bearer sk-canary-key-1-0123456789"
 
 
-async def test_azure_classic_and_v1_urls_and_api_key_header(
-    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
-) -> None:
-    classic, v1 = await fake(Script(status=503)), await fake()
-    env = {
-        "SIDECAR_BACKENDS": "az1,az2",
-        "AZ1_KIND": "azure",
-        "AZ1_BASE_URL": classic.url.removesuffix("/v1"),
-        "AZ1_API_KEY": "azure-key-one",
-        "AZ1_DEPLOYMENT": "gpt4o-prod",
-        "AZ1_API_VERSION": "2024-10-21",
-        "AZ2_KIND": "azure",
-        "AZ2_BASE_URL": v1.url.removesuffix("/v1"),
-        "AZ2_API_KEY": "azure-key-two",
-        "AZ2_DEPLOYMENT": "my-deployment",
-    }
-    sc = await sidecar(env)
-    r = await post(http, sc.url, chat())
-    assert r.status == 200
-    c, v = classic.seen[0], v1.seen[0]
-    assert c.path == "/openai/deployments/gpt4o-prod/chat/completions"
-    assert c.query == "api-version=2024-10-21"
-    assert c.headers["api-key"] == "azure-key-one"
-    assert "authorization" not in c.headers
-    assert v.path == "/openai/v1/chat/completions"
-    assert v.json["model"] == "my-deployment"
-    assert v.headers["api-key"] == "azure-key-two"
-
-
 async def test_upstream_redirects_are_not_followed(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -456,24 +427,6 @@ async def test_rate_limit_headers_reach_the_caller_on_an_error_too(
     assert r.status == 429
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
     assert r.headers["retry-after"] == "9"
-
-
-async def test_azure_api_versions_without_stream_options_are_not_sent_it(
-    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
-) -> None:
-    old = await fake()
-    env = {
-        "SIDECAR_BACKENDS": "az",
-        "AZ_KIND": "azure",
-        "AZ_BASE_URL": old.url.removesuffix("/v1"),
-        "AZ_API_KEY": "azure-key-one",
-        "AZ_DEPLOYMENT": "gpt4o",
-        "AZ_API_VERSION": "2024-06-01",
-    }
-    sc = await sidecar(env)
-    r = await post(http, sc.url, chat(stream=True))
-    assert r.status == 200
-    assert "stream_options" not in old.seen[0].json
 
 
 async def test_headers_the_caller_names_in_connection_never_reach_the_upstream(
