@@ -15,13 +15,6 @@ from typing import Any, Final
 import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
-from sidecar.dialects.anthropic_response import openai_error_to_anthropic
-from sidecar.dialects.anthropic_stream import (
-    OpenAIToAnthropicStream,
-    anthropic_error_event,
-    anthropic_stream_error_type,
-    sse_event,
-)
 from sidecar.dialects.openai import DONE, error_event
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, status_of
@@ -132,7 +125,13 @@ class OpenAISink(Sink):
 
 class AnthropicSink(Sink):
     def __init__(self, *, model: str) -> None:
-        self._tr = OpenAIToAnthropicStream(model=model)
+        # Imported with the first stream to an Anthropic caller, not with this module: the
+        # Responses and OpenAI paths use the pivot too, and a sidecar serving only those
+        # callers never loads the Anthropic translations.
+        from sidecar.dialects import anthropic_stream
+
+        self._tr = anthropic_stream.OpenAIToAnthropicStream(model=model)
+        self._sse_event = anthropic_stream.sse_event
         self._reopened = False
 
     def write(self, chunk: JSON) -> bytes:
@@ -144,6 +143,7 @@ class AnthropicSink(Sink):
     def _events(self, events: list[tuple[str, JSON]]) -> bytes:
         if self.resume and not self._reopened:
             events = self._without_opening(events)
+        sse_event = self._sse_event
         out = [sse_event(name, orjson.dumps(data)) for name, data in events]
         if any(name == "message_stop" for name, _ in events):
             self.closed = True
@@ -163,9 +163,17 @@ class AnthropicSink(Sink):
         return kept
 
     def error(self, e: InBandError) -> bytes:
-        return sse_event("error", orjson.dumps(openai_error_to_anthropic(e.status, e.envelope)))
+        from sidecar.dialects.anthropic_response import openai_error_to_anthropic
+
+        body = openai_error_to_anthropic(e.status, e.envelope)
+        return self._sse_event("error", orjson.dumps(body))
 
     def terminal_error(self, message: str, error_type: str) -> bytes:
+        from sidecar.dialects.anthropic_stream import (
+            anthropic_error_event,
+            anthropic_stream_error_type,
+        )
+
         return anthropic_error_event(anthropic_stream_error_type(error_type), message or error_type)
 
 
