@@ -1,6 +1,7 @@
-"""SSE decoding details the fallback logic relies on (splits are property-tested elsewhere)."""
+"""SSE decoding (`sidecar.dialects.sse`) details the fallback logic relies on (splits are
+property-tested in test_stream_splits.py)."""
 
-from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
 
 
 def test_decoder_handles_crlf_comments_missing_space_and_multiline_data() -> None:
@@ -20,3 +21,9 @@ def test_flush_dispatches_an_event_cut_before_its_blank_line() -> None:
     d = SSEDecoder()
     assert d.feed(b"data: [DONE]") == []
     assert d.flush() == [SSEEvent(None, "[DONE]")]
+
+
+def test_json_object_reads_objects_only() -> None:
+    assert json_object('{"a": 1}') == {"a": 1}
+    for data in ("[1]", '"s"', "{not json", "", "[DONE]"):
+        assert json_object(data) is None

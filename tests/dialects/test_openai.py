@@ -1,4 +1,7 @@
-"""The OpenAI stream adapter: the same relayed bytes and signals for any split of the input."""
+"""The OpenAI dialect (`sidecar.dialects.openai`): the stream adapter gives the same relayed bytes
+and signals for any split of the input; usage and terminal error events."""
+
+from typing import Any
 
 import orjson
 import pytest
@@ -6,8 +9,8 @@ from fakes.openai_upstream import chunk, usage_chunk
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.call import StreamStep
-from sidecar.dialects.openai import OpenAIStream
+from sidecar.call import StreamStep, Usage
+from sidecar.dialects.openai import OpenAIStream, error_event, usage_of
 
 EVENTS = [
     orjson.dumps(chunk("m", {"role": "assistant", "content": ""})),
@@ -158,3 +161,32 @@ def test_the_typed_fast_path_gives_the_signals_of_the_exact_decoder_for_every_sh
     # The same event alone in its read, and as the last event of one.
     one_by_one = [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
     assert _signals(*one_by_one) == exact
+
+
+@pytest.mark.parametrize(
+    ("obj", "usage"),
+    [
+        ({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}, Usage(3, 4)),
+        ({"usage": {"prompt_tokens": 3}}, Usage(3, 0)),
+        ({"usage": {"prompt_tokens": "3", "completion_tokens": None}}, Usage(0, 0)),
+        ({"usage": None}, None),
+        ({"choices": []}, None),
+        ([1, 2], None),
+    ],
+    ids=["both", "prompt-only", "not-integers", "null", "absent", "not-an-object"],
+)
+def test_usage_is_read_from_integer_counts_only(obj: Any, usage: Usage | None) -> None:
+    assert usage_of(obj) == usage
+
+
+def test_a_terminal_error_event_is_a_data_line_with_the_type_as_code() -> None:
+    event = error_event("cut", "stream_interrupted")
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    assert orjson.loads(event[6:]) == {
+        "error": {
+            "message": "cut",
+            "type": "stream_interrupted",
+            "param": None,
+            "code": "stream_interrupted",
+        }
+    }
