@@ -21,7 +21,7 @@ def error(env: dict[str, str]) -> ConfigError:
 @pytest.mark.parametrize(
     ("env", "var", "reason"),
     [
-        ({"SIDECAR_BACKENDS": "p", "P_KIND": "gemini"}, "P_KIND", "unknown kind 'gemini'"),
+        ({"SIDECAR_BACKENDS": "p", "P_KIND": "cohere"}, "P_KIND", "unknown kind 'cohere'"),
         ({"SIDECAR_BACKENDS": "p"}, "P_API_KEY", "required for api.openai.com"),
         ({"SIDECAR_BACKENDS": "a", "A_KIND": "azure", "A_API_KEY": "k"}, "A_BASE_URL", "azure"),
         (
@@ -48,7 +48,7 @@ def test_each_kinds_own_rules_fail_naming_the_env_var(
 
 
 def test_an_unknown_kind_lists_every_kind_there_is() -> None:
-    e = error({"SIDECAR_BACKENDS": "p", "P_KIND": "gemini"})
+    e = error({"SIDECAR_BACKENDS": "p", "P_KIND": "cohere"})
     assert all(kind in e.reason for kind in KINDS)
 
 

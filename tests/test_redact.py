@@ -7,7 +7,7 @@ def test_redactor_removes_key_shaped_strings_but_not_ordinary_words() -> None:
     r = Redactor(["configured-secret-value"])
     text = (
         "model sky-t1-32b-preview skeleton_keys key sk-live-abcdefghijkl "
-        "aws AKIAABCDEFGHIJKLMNOP configured-secret-value"
+        "aws AKIAABCDEFGHIJKLMNOP configured-secret-value google ya29.a0AfH6SMBx-token_1"
     )
     out = r.text(text)
     assert "sky-t1-32b-preview" in out
@@ -15,6 +15,7 @@ def test_redactor_removes_key_shaped_strings_but_not_ordinary_words() -> None:
     assert "sk-live-abcdefghijkl" not in out
     assert "AKIAABCDEFGHIJKLMNOP" not in out
     assert "configured-secret-value" not in out
+    assert "ya29" not in out
 
 
 def test_a_secret_that_contains_another_is_removed_whole() -> None:
