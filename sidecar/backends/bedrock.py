@@ -116,7 +116,7 @@ class BedrockBackend(BackendAdapter):
             return self._invoke_request(call, model)
         try:
             body = anthropic_request_to_openai(call.body) if _anthropic(call) else call.body
-            params = openai_request_to_converse(body, model_id=model)
+            params = openai_request_to_converse(body, model_id=model, thinking=_own_thinking(call))
         except TranslationError as e:
             raise Untranslatable(e.message, e.param) from None
         # Informational (logs, errors): the seam calls the operation, not this URL.
@@ -214,6 +214,12 @@ def _counted(body: bytes) -> Answer:
     if not isinstance(tokens, int):
         raise InvalidResponse("Bedrock answered CountTokens without inputTokens")
     return Answer(orjson.dumps({"input_tokens": tokens}))
+
+
+def _own_thinking(call: Call) -> JSON | None:
+    # An Anthropic caller's `thinking` reaches a Claude on Bedrock as it is, budget and all.
+    thinking = call.body.get("thinking") if _anthropic(call) and call.body else None
+    return thinking if isinstance(thinking, dict) else None
 
 
 def _to_anthropic(openai: JSON, model: str) -> JSON:

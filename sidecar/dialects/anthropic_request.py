@@ -14,9 +14,14 @@ them):
 | O → A   | `temperature` > 1 (2023-06-01)               | clamped to 1 (Anthropic's range is 0–1) |
 | O → A   | `temperature`/`top_p`/`top_k` (2026-10-21+)  | dropped (they are a 400 there)          |
 | O → A   | `seed`, `frequency_/presence_penalty`,       | dropped (sampling hints, no equivalent) |
-|         | `reasoning_effort`, `verbosity`, `store`,    |                                         |
+|         | `verbosity`, `store`,                        |                                         |
 |         | `metadata`, `service_tier`, `prediction`,    |                                         |
 |         | `prompt_cache_key`, unknown fields           |                                         |
+| O → A   | `reasoning_effort`                           | `thinking` enabled with the effort's    |
+|         |                                              | budget, `max_tokens` raised by it,      |
+|         |                                              | sampling dropped (`dialects.thinking`); |
+|         |                                              | `none`, a forced tool or a tool loop in |
+|         |                                              | progress: no thinking                   |
 | O → A   | `logprobs`/`top_logprobs`, `logit_bias`      | TranslationError when asked for         |
 | O → A   | `response_format` `json_object`              | TranslationError (no schema to enforce) |
 | O → A   | `response_format` `json_schema`              | `output_config.format`; name, strict    |
@@ -32,10 +37,13 @@ them):
 | O → A   | part `prompt_cache_breakpoint`               | `cache_control: {type: ephemeral}`      |
 | A → O   | `thinking` enabled                           | `reasoning_effort` by `budget_tokens`:  |
 |         |                                              | < 4096 low, < 16384 medium, else high   |
+|         |                                              | (`dialects.thinking`)                   |
 | A → O   | `thinking` adaptive                          | `reasoning_effort` from                 |
 |         |                                              | `output_config.effort` (`max` → high),  |
 |         |                                              | else none; `disabled` is dropped        |
-| A → O   | `thinking`/`redacted_thinking` history blocks| dropped (only Anthropic reads them)     |
+| A → O   | `thinking`/`redacted_thinking` history blocks| dropped (their signatures verify only   |
+|         |                                              | at Anthropic); bytes through to         |
+|         |                                              | `anthropic` backends                    |
 | A → O   | `cache_control` on system, user and tool     | the part's `prompt_cache_breakpoint`    |
 |         | result blocks                                | (Bedrock Converse: `cachePoint`; removed|
 |         |                                              | for OpenAI-family upstreams)            |
@@ -56,6 +64,12 @@ from typing import Any, Final
 
 from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.thinking import (
+    SAMPLING,
+    effort_of_thinking,
+    openai_forces_tool,
+    thinking_for_effort,
+)
 from sidecar.dialects.thought_signatures import extra_content, split_tool_use_id
 
 JSON = dict[str, Any]
@@ -97,6 +111,7 @@ def openai_request_to_anthropic(
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     out.update(_sampling(body, anthropic_version))
+    _add_thinking(out, body)
     tools = body.get("tools")
     if tools:
         out["tools"] = [_openai_tool_to_anthropic(t, i) for i, t in enumerate(tools)]
@@ -147,6 +162,26 @@ def _sampling(body: JSON, version: str) -> JSON:
         if body.get(key) is not None:
             out[key] = body[key]
     return out
+
+
+def _add_thinking(out: JSON, body: JSON) -> None:
+    thinking = thinking_for_effort(
+        body,
+        ends_tool_loop=_ends_tool_loop(out["messages"]),
+        forces_tool=openai_forces_tool,
+    )
+    if thinking is None:
+        return
+    out["thinking"] = thinking
+    out["max_tokens"] += thinking["budget_tokens"]
+    for key in SAMPLING:
+        out.pop(key, None)
+
+
+def _ends_tool_loop(messages: list[JSON]) -> bool:
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    content = last["content"] if last is not None else None
+    return isinstance(content, list) and any(b.get("type") == "tool_use" for b in content)
 
 
 def _openai_tool_to_anthropic(tool: JSON, i: int) -> JSON:
@@ -272,35 +307,19 @@ def anthropic_request_to_openai(body: JSON) -> JSON:
     if body.get("tools"):
         out["tools"] = [_anthropic_tool_to_openai(t, i) for i, t in enumerate(body["tools"])]
     out.update(_anthropic_tool_choice_to_openai(body.get("tool_choice")))
+    effort = effort_of_thinking(body)
+    if effort is not None:
+        out["reasoning_effort"] = effort
     fmt = (body.get("output_config") or {}).get("format")
     if fmt:
         out["response_format"] = _anthropic_format_to_openai(fmt)
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         out["user"] = user
-    out.update(_anthropic_thinking_to_openai(body))
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
-
-
-# Anthropic effort levels as OpenAI reasoning efforts: `max` has no OpenAI peer every reasoning
-# model takes, so it asks for the highest one they all do.
-_EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
-
-
-def _anthropic_thinking_to_openai(body: JSON) -> JSON:
-    thinking = body.get("thinking")
-    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
-        return {}
-    effort = (body.get("output_config") or {}).get("effort")
-    if effort in _EFFORTS:
-        return {"reasoning_effort": _EFFORTS[effort]}
-    budget = thinking.get("budget_tokens")
-    if thinking["type"] == "adaptive" or not isinstance(budget, int):
-        return {}  # the model decides how much to think, as an OpenAI model does by default
-    return {"reasoning_effort": "low" if budget < 4096 else "medium" if budget < 16384 else "high"}
 
 
 def _reject_untranslatable_anthropic_fields(body: JSON) -> None:

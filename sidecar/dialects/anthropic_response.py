@@ -3,7 +3,12 @@ a default `created`). Lossy points:
 
 | where   | input                                        | policy                                  |
 |---------|----------------------------------------------|-----------------------------------------|
-| response| `thinking` blocks, server-tool blocks        | dropped                                 |
+| response| `thinking` blocks (and `thinking_delta`s)    | `reasoning_content` (and back: OpenAI   |
+|         |                                              | `reasoning_content` or `reasoning`      |
+|         |                                              | becomes a first `thinking` block with   |
+|         |                                              | an empty `signature`)                   |
+| response| `redacted_thinking`, `signature`s,           | dropped                                 |
+|         | server-tool blocks                           |                                         |
 | response| `stop_sequence` (which one matched)          | lost: `finish_reason: stop`; OpenAI     |
 |         |                                              | `stop` becomes `end_turn`               |
 | response| `pause_turn`                                 | `stop`                                  |
@@ -62,10 +67,13 @@ OPENAI_CODE_TO_ANTHROPIC_ERROR: Final[dict[str, str]] = {
 
 def anthropic_response_to_openai(body: JSON, *, model: str, created: int | None = None) -> JSON:
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[JSON] = []
     for block in body.get("content") or []:
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
+        elif block.get("type") == "thinking":
+            thoughts.append(block.get("thinking") or "")
         elif block.get("type") == "tool_use":
             calls.append(
                 openai_response.tool_call(block.get("id"), block.get("name"), block.get("input"))
@@ -74,7 +82,7 @@ def anthropic_response_to_openai(body: JSON, *, model: str, created: int | None 
         completion_id=body.get("id") or fallback_id("chatcmpl-"),
         created=created,
         model=model,
-        message=openai_response.assistant_message(texts, calls),
+        message=openai_response.assistant_message(texts, calls, "".join(thoughts)),
         finish=STOP_REASON_TO_FINISH.get(body.get("stop_reason") or "", "stop"),
         usage=anthropic_usage_to_openai(body.get("usage") or {}),
     )
@@ -112,6 +120,8 @@ def openai_response_to_anthropic(body: JSON, *, model: str) -> JSON:
 
 def _openai_message_blocks(message: JSON) -> list[JSON]:
     blocks: list[JSON] = []
+    if thought := openai_response.reasoning_text(message):
+        blocks.append(thinking_block(thought))
     text = _openai_text(message.get("content"))
     if text:
         blocks.append({"type": "text", "text": text})
@@ -128,6 +138,12 @@ def _openai_message_blocks(message: JSON) -> list[JSON]:
             {"type": "tool_use", "id": call_id, "name": fn.get("name"), "input": arguments}
         )
     return blocks
+
+
+def thinking_block(thought: str) -> JSON:
+    # Only Anthropic signs thinking; an empty signature marks reasoning from another vendor,
+    # which `sidecar.backends.anthropic` drops should the caller send it back there.
+    return {"type": "thinking", "thinking": thought, "signature": ""}
 
 
 def _openai_text(content: Any) -> str:

@@ -15,6 +15,11 @@ Lossy points:
 |---------|----------------------------------------------|-----------------------------------------|
 | streams | OpenAI input usage                           | known only at the end: `message_start`  |
 |         |                                              | says 0, `message_delta` carries it      |
+| streams | OpenAI `reasoning_content` / `reasoning`     | a `thinking` block (empty `signature`,  |
+|         | deltas                                       | no `signature_delta`) of `thinking_     |
+|         |                                              | delta`s, before the text it precedes;   |
+|         |                                              | `thinking_delta` → `reasoning_content`  |
+|         |                                              | (`signature_delta` dropped)             |
 """
 
 from typing import Any, Final
@@ -29,6 +34,7 @@ from sidecar.dialects.anthropic_response import (
     fallback_id,
     openai_usage_to_anthropic,
     stop_reason,
+    thinking_block,
 )
 from sidecar.dialects.openai import usage_of
 from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
@@ -220,6 +226,8 @@ class AnthropicToOpenAIStream:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._out.chunk({"content": delta["text"]})]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [self._out.chunk({"reasoning_content": delta["thinking"]})]
         fragment = delta.get("partial_json") if kind == "input_json_delta" else None
         return self._out.tool_arguments(int(data.get("index", 0)), fragment)
 
@@ -308,6 +316,8 @@ class OpenAIToAnthropicStream:
         # Azure sends annotation-only choices without `delta`; they carry no content.
         delta = choice.get("delta") or {}
         events: list[Event] = []
+        if thought := openai_response.reasoning_text(delta):
+            events.extend(self._thinking(thought))
         text = delta.get("content") or delta.get("refusal")
         if text:
             events.extend(self._text(text))
@@ -325,6 +335,15 @@ class OpenAIToAnthropicStream:
             events.extend(self._close_block())
             events.append(self._open({"type": "text", "text": ""}, "text"))
         delta = {"type": "text_delta", "text": text}
+        events.append(("content_block_delta", self._block_event("content_block_delta", delta)))
+        return events
+
+    def _thinking(self, thought: str) -> list[Event]:
+        events: list[Event] = []
+        if self._open_kind != "thinking":
+            events.extend(self._close_block())
+            events.append(self._open(thinking_block(""), "thinking"))
+        delta = {"type": "thinking_delta", "thinking": thought}
         events.append(("content_block_delta", self._block_event("content_block_delta", delta)))
         return events
 

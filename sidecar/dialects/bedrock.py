@@ -20,14 +20,24 @@ base64 of image and document bytes. Lossy points and their policies:
 | `parallel_tool_calls: false`                 | dropped (no equivalent)                         |
 | `temperature`, `top_p`                       | passed as is; the model's range is Bedrock's    |
 |                                              | to validate                                     |
-| `seed`, penalties, `reasoning_effort`,       | dropped                                         |
-| `user`, `metadata`, unknown fields           |                                                 |
+| `seed`, penalties, `user`, `metadata`,       | dropped                                         |
+| unknown fields                               |                                                 |
+| `reasoning_effort` (or an Anthropic caller's | Claude 3.7 and 4+ model ids (`anthropic.claude- |
+| own `thinking`, as it is)                    | 3-7-…`, `…claude-{sonnet,opus,haiku}-N…`, with  |
+|                                              | any profile prefix or ARN): `additionalModel-   |
+|                                              | RequestFields.thinking` by `dialects.thinking`; |
+|                                              | a derived budget is added to `maxTokens`        |
+|                                              | (4096 when unset); `temperature`/`topP`         |
+|                                              | dropped; no thinking in a tool loop in progress.|
+|                                              | Other models: dropped (a hint)                  |
 | image `detail`, message `name`               | dropped                                         |
 | trailing assistant message (prefill)         | kept last; trailing whitespace stripped         |
 | part `prompt_cache_breakpoint` (an Anthropic | a `cachePoint` block after it (after its tool   |
 | caller's `cache_control`)                    | result), the first 4 in order; later ones       |
 |                                              | dropped                                         |
-| `reasoningContent` in answers                | dropped                                         |
+| `reasoningContent` in answers and stream     | `reasoning_content` on the message / delta      |
+| deltas                                       | (text only: `signature`, `redactedContent`      |
+|                                              | dropped)                                        |
 | `stopReason` `malformed_model_output`,       | InvalidUpstreamResponse (the upstream's fault)  |
 | `malformed_tool_use`                         |                                                 |
 
@@ -48,6 +58,11 @@ from sidecar.call import Usage
 from sidecar.dialects import openai_request, openai_response
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
 from sidecar.dialects.openai import usage_of
+from sidecar.dialects.thinking import (
+    claude_on_bedrock_thinks,
+    openai_forces_tool,
+    thinking_for_effort,
+)
 
 __all__ = [
     "INVOKE_ANTHROPIC_VERSION",
@@ -132,6 +147,9 @@ STOP_REASON_TO_FINISH: Final[dict[str, str]] = {
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
 }
+# The answer's room when the sidecar adds a thinking budget to a request without a maximum:
+# Anthropic's own backend default (`sidecar.backends.anthropic.DEFAULT_MAX_TOKENS`).
+DEFAULT_MAX_TOKENS: Final = 4096
 MALFORMED_STOP_REASONS: Final = frozenset({"malformed_model_output", "malformed_tool_use"})
 # OpenAI error `type` by Bedrock's HTTP status (README "Errors and streams across dialects").
 STATUS_TO_OPENAI_TYPE: Final[dict[int, str]] = {
@@ -156,7 +174,8 @@ def _err(message: str, param: str | None) -> TranslationError:
 # Requests
 
 
-def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
+def openai_request_to_converse(body: JSON, *, model_id: str, thinking: JSON | None = None) -> JSON:
+    """`thinking`: an Anthropic caller's own, sent as it is to a Claude that takes it."""
     _reject_untranslatable(body)
     system, messages = openai_request.split_messages(body.get("messages") or [], SHAPES)
     system, messages = _cache_points(system, messages)
@@ -164,6 +183,10 @@ def openai_request_to_converse(body: JSON, *, model_id: str) -> JSON:
     if system:
         out["system"] = system
     inference = _inference_config(body)
+    claude_thinking = _claude_thinking(body, model_id, messages, thinking)
+    if claude_thinking is not None:
+        _fit_thinking(inference, claude_thinking, derived=thinking is None)
+        out["additionalModelRequestFields"] = {"thinking": claude_thinking}
     if inference:
         out["inferenceConfig"] = inference
     tool_config = _tool_config(body, messages)
@@ -231,6 +254,31 @@ def _inference_config(body: JSON) -> JSON:
     if stop:
         out["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     return out
+
+
+def _claude_thinking(
+    body: JSON, model_id: str, messages: list[JSON], own: JSON | None
+) -> JSON | None:
+    # Other models' reasoning controls differ by model; for them reasoning is a dropped hint.
+    if not claude_on_bedrock_thinks(model_id):
+        return None
+    ends_tool_loop = _ends_tool_loop(messages)
+    if own is not None:
+        return None if ends_tool_loop or own.get("type") == "disabled" else own
+    return thinking_for_effort(body, ends_tool_loop=ends_tool_loop, forces_tool=openai_forces_tool)
+
+
+def _ends_tool_loop(messages: list[JSON]) -> bool:
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    return last is not None and any("toolUse" in block for block in last["content"])
+
+
+def _fit_thinking(inference: JSON, thinking: JSON, *, derived: bool) -> None:
+    inference.pop("temperature", None)
+    inference.pop("topP", None)
+    if derived:
+        answer = inference.get("maxTokens") or DEFAULT_MAX_TOKENS
+        inference["maxTokens"] = answer + thinking["budget_tokens"]
 
 
 def _tool_config(body: JSON, messages: list[JSON]) -> JSON:
@@ -344,10 +392,13 @@ SHAPES: Final = openai_request.BlockShapes(
 def converse_response_to_openai(resp: JSON, *, model: str, created: int | None = None) -> JSON:
     finish = _finish_reason(resp.get("stopReason"))
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[JSON] = []
     for block in ((resp.get("output") or {}).get("message") or {}).get("content") or []:
         if "text" in block:
             texts.append(block["text"])
+        elif "reasoningContent" in block:
+            thoughts.append(_reasoning(block["reasoningContent"]))
         elif "toolUse" in block:
             tool_use = block["toolUse"]
             calls.append(
@@ -360,10 +411,17 @@ def converse_response_to_openai(resp: JSON, *, model: str, created: int | None =
         completion_id=f"chatcmpl-{request_id}" if request_id else _fallback_id(),
         created=created,
         model=model,
-        message=openai_response.assistant_message(texts, calls),
+        message=openai_response.assistant_message(texts, calls, "".join(thoughts)),
         finish=finish,
         usage=converse_usage_to_openai(resp.get("usage") or {}),
     )
+
+
+def _reasoning(content: Any) -> str:
+    # `{"reasoningText": {"text", "signature"}}` or `{"redactedContent": bytes}`: only the text
+    # means anything outside Bedrock.
+    text = ((content or {}).get("reasoningText") or {}).get("text")
+    return text if isinstance(text, str) else ""
 
 
 def _finish_reason(stop_reason: Any) -> str:
@@ -446,6 +504,10 @@ class ConverseStreamToOpenAI:
         delta = data.get("delta") or {}
         if delta.get("text"):
             return [self._out.chunk({"content": delta["text"]})]
+        # A stream's reasoning delta is `{"text"}`, `{"signature"}` or `{"redactedContent"}`.
+        thought = (delta.get("reasoningContent") or {}).get("text")
+        if thought:
+            return [self._out.chunk({"reasoning_content": thought})]
         fragment = (delta.get("toolUse") or {}).get("input")
         return self._out.tool_arguments(int(data.get("contentBlockIndex", 0)), fragment)
 

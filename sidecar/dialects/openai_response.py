@@ -2,7 +2,8 @@
 
 Anthropic Messages and Bedrock Converse answers become the same OpenAI shapes: one assistant
 message of joined text and tool calls, usage whose `prompt_tokens` includes the cached tokens
-(both vendors count them apart), and stream chunks that number tool calls in the order they open.
+(both vendors count them apart), reasoning as `reasoning_content` (what vLLM and DeepSeek send),
+and stream chunks that number tool calls in the order they open.
 """
 
 import time
@@ -21,12 +22,25 @@ def tool_call(call_id: Any, name: Any, arguments: Any) -> JSON:
     }
 
 
-def assistant_message(texts: list[str], calls: list[JSON]) -> JSON:
+def reasoning_text(holder: JSON) -> str:
+    """The reasoning on a chat message or delta. OpenAI-compatible servers name it
+    `reasoning_content` (vLLM, DeepSeek) or `reasoning` (Ollama, OpenRouter): both are read; the
+    pivot writes `reasoning_content`."""
+    for key in ("reasoning_content", "reasoning"):
+        value = holder.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def assistant_message(texts: list[str], calls: list[JSON], reasoning: str = "") -> JSON:
     message: JSON = {
         "role": "assistant",
         "content": "".join(texts) if texts else None,
         "refusal": None,
     }
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if calls:
         message["tool_calls"] = calls
     return message

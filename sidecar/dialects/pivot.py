@@ -3,7 +3,8 @@
 A `PivotStream` reads one upstream wire with a `Source` (Anthropic SSE, OpenAI SSE, Bedrock
 ConverseStream events) into OpenAI chunks, and writes those in the caller's dialect with a `Sink`.
 The commit-point signals are read off the chunks, so every pair of dialects commits by the rules of
-`sidecar.dialects.openai.OpenAIStream`: content is a delta with text, a refusal or a tool call;
+`sidecar.dialects.openai.OpenAIStream`: content is a delta with text, a refusal or a tool call
+(or reasoning, `reasoning_content` / `reasoning`, as an Anthropic `thinking_delta` is);
 finished is a `finish_reason`; done is the upstream's own terminator (or, for a caller whose
 terminator carries the final usage, the moment the sink has written it).
 """
@@ -16,6 +17,7 @@ import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.openai import DONE, error_event
+from sidecar.dialects.openai_response import reasoning_text
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, status_of
 
@@ -233,7 +235,9 @@ class PivotStream(StreamAdapter):
             if content := delta.get("content"):
                 step.content = True
                 self.text.append(content)
-            if delta.get("tool_calls") or delta.get("refusal"):
+            # Reasoning is output the caller sees (holding it back would make a long think
+            # trip FIRST_TOKEN_TIMEOUT_S), but a recovery continues text only.
+            if delta.get("tool_calls") or delta.get("refusal") or reasoning_text(delta):
                 step.content = True
                 self.text_only = False
 

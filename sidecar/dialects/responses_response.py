@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from sidecar.dialects.openai_response import reasoning_text
 from sidecar.dialects.responses_request import ToolNames
 
 JSON = dict[str, Any]
@@ -39,16 +40,6 @@ INCOMPLETE_REASONS: Final[dict[str, str]] = {
 
 def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
-
-
-def reasoning_text(holder: JSON) -> str:
-    """OpenAI-compatible servers name the reasoning `reasoning_content` (vLLM, DeepSeek) or
-    `reasoning` (Ollama, OpenRouter); both are read."""
-    for key in ("reasoning_content", "reasoning"):
-        value = holder.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
 
 
 def usage_from_chat(usage: Any) -> JSON:

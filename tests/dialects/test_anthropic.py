@@ -474,7 +474,7 @@ def test_reverse_request_raises_translation_error(extra: JSON, param: str) -> No
 # ---------------------------------------------------------------- responses
 
 
-def test_response_anthropic_to_openai_with_tools_and_cache_usage() -> None:
+def test_response_anthropic_to_openai_with_thinking_tools_and_cache_usage() -> None:
     body = {
         "id": "msg_1",
         "type": "message",
@@ -507,6 +507,7 @@ def test_response_anthropic_to_openai_with_tools_and_cache_usage() -> None:
                     "role": "assistant",
                     "content": "Let me check.",
                     "refusal": None,
+                    "reasoning_content": "…",
                     "tool_calls": [
                         {
                             "id": "toolu_1",
@@ -852,10 +853,13 @@ def test_anthropic_stream_numbers_parallel_tool_calls_from_zero() -> None:
     assert indexes == [0, 1]
 
 
-def test_anthropic_stream_ignores_thinking_and_error_events() -> None:
+def test_anthropic_stream_relays_thinking_as_reasoning_content_and_ignores_errors() -> None:
     stream = AnthropicToOpenAIStream(model="a", include_usage=False)
     delta = {"type": "thinking_delta", "thinking": "hmm"}
-    assert stream.feed("content_block_delta", {"index": 0, "delta": delta}) == []
+    [chunk] = stream.feed("content_block_delta", {"index": 0, "delta": delta})
+    assert chunk["choices"][0]["delta"] == {"reasoning_content": "hmm"}
+    signature = {"type": "signature_delta", "signature": "sig"}
+    assert stream.feed("content_block_delta", {"index": 0, "delta": signature}) == []
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}
     assert stream.feed("error", error) == []
 

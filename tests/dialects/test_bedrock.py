@@ -279,7 +279,7 @@ def test_request_raises_translation_error_for_untranslatable_input(
 # ---------------------------------------------------------------- responses
 
 
-def test_response_translates_text_tool_use_and_cache_usage() -> None:
+def test_response_translates_reasoning_text_tool_use_and_cache_usage() -> None:
     resp = {
         "ResponseMetadata": {"RequestId": "req-1", "HTTPStatusCode": 200},
         "output": {
@@ -314,6 +314,7 @@ def test_response_translates_text_tool_use_and_cache_usage() -> None:
                     "role": "assistant",
                     "content": "Sure.",
                     "refusal": None,
+                    "reasoning_content": "hmm",
                     "tool_calls": [
                         {
                             "id": "tu_1",
