@@ -18,6 +18,8 @@ from fakes.loopback import JsonBody, Loopback, lower_headers
 
 JSON = dict[str, Any]
 
+SIGNATURE = "sig-anthropic-fake"
+
 
 @dataclass
 class Script:
@@ -34,6 +36,8 @@ class Script:
     usage: JSON = field(default_factory=lambda: {"input_tokens": 11, "output_tokens": 0})
     # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
     reply: Callable[[JSON], str] | None = None
+    # A signed thinking block before the answer (streams: its deltas, then the signature's).
+    thinking: str | None = None
 
 
 def overloaded() -> Script:
@@ -90,6 +94,8 @@ def message(s: Script, model: str) -> JSON:
         stop_reason = "tool_use"
     else:
         content, stop_reason = [{"type": "text", "text": s.text}], "end_turn"
+    if s.thinking is not None:
+        content.insert(0, {"type": "thinking", "thinking": s.thinking, "signature": SIGNATURE})
     return {
         "id": "msg_fake",
         "type": "message",
@@ -136,6 +142,23 @@ def _content_events(s: Script) -> tuple[JSON, list[JSON]]:
     return {"type": "text", "text": ""}, [{"type": "text_delta", "text": t} for t in texts]
 
 
+def _thinking_events(thinking: str) -> list[bytes]:
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    deltas: list[JSON] = [{"type": "thinking_delta", "thinking": w + " "} for w in thinking.split()]
+    deltas.append({"type": "signature_delta", "signature": SIGNATURE})
+    return [
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        ),
+        *(
+            sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+            for d in deltas
+        ),
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ]
+
+
 async def stream(request: web.Request, s: Script, model: str) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "request-id": "req_fake", **s.headers}
@@ -146,15 +169,20 @@ async def stream(request: web.Request, s: Script, model: str) -> web.StreamRespo
     if s.end == "error_first":
         await resp.write(sse("error", error_body("overloaded_error", "Overloaded")))
         return resp
+    at = 0
+    if s.thinking is not None:
+        for event in _thinking_events(s.thinking):
+            await resp.write(event)
+        at = 1
     block, deltas = _content_events(s)
-    start = {"type": "content_block_start", "index": 0, "content_block": block}
+    start = {"type": "content_block_start", "index": at, "content_block": block}
     await resp.write(sse("content_block_start", start))
     for i, delta in enumerate(deltas):
         if i == s.after:
             return await _bad_end(request, resp, s)
-        data = {"type": "content_block_delta", "index": 0, "delta": delta}
+        data = {"type": "content_block_delta", "index": at, "delta": delta}
         await resp.write(sse("content_block_delta", data))
-    await resp.write(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    await resp.write(sse("content_block_stop", {"type": "content_block_stop", "index": at}))
     stop_reason = "tool_use" if s.tool is not None else "end_turn"
     delta = {
         "type": "message_delta",

@@ -25,6 +25,8 @@ from fakes.loopback import JsonBody, Loopback, lower_headers
 
 JSON = dict[str, Any]
 
+SIGNATURE = "sig-bedrock-fake"
+
 ERROR_STATUS: dict[str, int] = {
     "ValidationException": 400,
     "AccessDeniedException": 403,
@@ -54,6 +56,9 @@ class Script:
     usage: JSON = field(
         default_factory=lambda: {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13}
     )
+    # Claude's reasoning, in block 0 before the answer (JSON: one `reasoningContent` block;
+    # streams: one `reasoningContent.text` delta a word, then its `signature`).
+    reasoning: str | None = None
 
 
 @dataclass
@@ -166,8 +171,12 @@ def converse_body(s: Script) -> JSON:
         stop_reason = "tool_use"
     else:
         block, stop_reason = {"text": s.text}, "end_turn"
+    content = [block]
+    if s.reasoning is not None:
+        reasoning = {"reasoningText": {"text": s.reasoning, "signature": SIGNATURE}}
+        content.insert(0, {"reasoningContent": reasoning})
     return {
-        "output": {"message": {"role": "assistant", "content": [block]}},
+        "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason,
         "usage": s.usage,
         "metrics": {"latencyMs": 1},
@@ -182,21 +191,33 @@ def _deltas(s: Script) -> list[JSON]:
     return [{"text": w if i == 0 else " " + w} for i, w in enumerate(words)]
 
 
+def _reasoning_frames(s: Script) -> list[bytes]:
+    if s.reasoning is None:
+        return []
+    deltas: list[JSON] = [{"reasoningContent": {"text": w + " "}} for w in s.reasoning.split(" ")]
+    deltas.append({"reasoningContent": {"signature": SIGNATURE}})
+    frames = [
+        encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": d}) for d in deltas
+    ]
+    return [*frames, encode_event("contentBlockStop", {"contentBlockIndex": 0})]
+
+
 def stream_frames(s: Script) -> list[bytes]:
-    frames = [encode_event("messageStart", {"role": "assistant"})]
+    frames = [encode_event("messageStart", {"role": "assistant"}), *_reasoning_frames(s)]
+    at = 0 if s.reasoning is None else 1
     if s.tool is not None:
         start = {"toolUse": {"toolUseId": "tooluse_fake", "name": s.tool[0]}}
-        frames.append(encode_event("contentBlockStart", {"contentBlockIndex": 0, "start": start}))
+        frames.append(encode_event("contentBlockStart", {"contentBlockIndex": at, "start": start}))
     for i, delta in enumerate(_deltas(s)):
         if i == s.after:
             return frames + _bad_end(s)
-        frames.append(encode_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta}))
+        frames.append(encode_event("contentBlockDelta", {"contentBlockIndex": at, "delta": delta}))
     if s.after < 10**9 and s.end != "done":
         return frames + _bad_end(s)
     stop_reason = "tool_use" if s.tool is not None else "end_turn"
     return [
         *frames,
-        encode_event("contentBlockStop", {"contentBlockIndex": 0}),
+        encode_event("contentBlockStop", {"contentBlockIndex": at}),
         encode_event("messageStop", {"stopReason": stop_reason}),
         encode_event("metadata", {"usage": s.usage, "metrics": {"latencyMs": 1}}),
     ]

@@ -76,6 +76,10 @@ class Script:
     call: tuple[str, str] | None = None
     # The answer's text made from the request's JSON, as a model reading it would (replaces `text`).
     reply: Callable[[dict[str, Any]], str] | None = None
+    # Reasoning before the text, under the key a server of that family uses (`reasoning_content`
+    # for vLLM and DeepSeek, `reasoning` for Ollama and OpenRouter); streamed one word a delta.
+    reasoning: str | None = None
+    reasoning_key: str = "reasoning_content"
 
 
 @dataclass
@@ -125,6 +129,8 @@ class FakeOpenAI(Loopback[Script, Seen]):
                 return web.json_response(_embedding(parsed))
             answer = completion(s.text, parsed.get("model", "fake"))
             answer["usage"].update(s.usage_extra)
+            if s.reasoning is not None:
+                answer["choices"][0]["message"][s.reasoning_key] = s.reasoning
             return web.json_response(answer, headers=s.headers)
         except asyncio.CancelledError:
             self.cancelled.append(time.monotonic())
@@ -142,6 +148,8 @@ class FakeOpenAI(Loopback[Script, Seen]):
         await resp.write(_event(chunk(model, {"role": "assistant", "content": ""})))
         if s.end == "role_only":
             return resp
+        for thought in s.reasoning.split(" ") if s.reasoning is not None else []:
+            await resp.write(_event(chunk(model, {s.reasoning_key: thought + " "})))
         words = _pieces(s, req)
         for i, word in enumerate(words):
             if i == s.after:
