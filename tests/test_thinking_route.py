@@ -462,3 +462,46 @@ async def test_unknown_anthropic_beta_values_neither_break_nor_reach_an_openai_b
     assert r.status == 200
     assert r.json["content"][0]["text"] == "Hello from the fake."
     assert not any(k.startswith("anthropic-") for k in gpt.seen[0].headers)
+
+
+async def test_thinking_relayed_from_openai_is_dropped_when_sent_back_to_anthropic(
+    fake: FakeFactory, claude: FakeAnthropic, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    gpt = await fake(OScript(reasoning="Think first."))
+    first = await sidecar(chain(("gpt", gpt)))
+    answer = (await post(http, first.url, message(), MESSAGES)).json["content"]
+    second = await sidecar(chain(("claude", claude)))
+    history = [
+        SIGNED_HISTORY[0],
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "and tomorrow?"},
+    ]
+    thinking = {"type": "enabled", "budget_tokens": 3000}
+    body = message(max_tokens=5000, messages=history, thinking=thinking)
+    assert (await post(http, second.url, body, MESSAGES)).status == 200
+    sent = claude.seen[0].json
+    assert sent["messages"][1]["content"] == [{"type": "text", "text": "Hello from the fake."}]
+    assert sent["thinking"] == thinking
+
+
+async def test_unsigned_thinking_in_a_tool_loop_takes_thinking_with_it_on_anthropic(
+    claude: FakeAnthropic, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    sc = await sidecar(chain(("claude", claude)))
+    signed = SIGNED_HISTORY[1]["content"][0]
+    unsigned = {"type": "thinking", "thinking": "From elsewhere.", "signature": ""}
+    call = {"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {"city": "Rome"}}
+    history = [
+        SIGNED_HISTORY[0],
+        {"role": "assistant", "content": [signed, {"type": "text", "text": "Sunny."}]},
+        {"role": "user", "content": "and Rome?"},
+        {"role": "assistant", "content": [unsigned, call]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2"}]},
+    ]
+    body = message(max_tokens=5000, messages=history, tools=[WEATHER_TOOL])
+    body["thinking"] = {"type": "enabled", "budget_tokens": 3000}
+    assert (await post(http, sc.url, body, MESSAGES)).status == 200
+    sent = claude.seen[0].json
+    assert sent["messages"][1]["content"][0] == signed
+    assert sent["messages"][3]["content"] == [call]
+    assert "thinking" not in sent

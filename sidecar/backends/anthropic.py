@@ -1,7 +1,10 @@
 """Kind `anthropic`: the Anthropic Messages API at `{BASE_URL}/v1/messages`, key in `x-api-key`.
 
-Anthropic callers (`/v1/messages`) get their bytes through unchanged unless the model must change,
-with their own `anthropic-version` / `anthropic-beta` (else `ANTHROPIC_VERSION`). OpenAI callers
+Anthropic callers (`/v1/messages`) get their bytes through unchanged, signed `thinking` and
+`redacted_thinking` history included, with their own `anthropic-version` / `anthropic-beta` (else
+`ANTHROPIC_VERSION`). The body changes only when the model must, or when the history holds
+unsigned thinking, which the sidecar relayed from another vendor and Anthropic would reject: it is
+dropped. OpenAI callers
 are translated both ways by `sidecar.dialects.anthropic_request`, `_response` and `_stream`,
 under `ANTHROPIC_VERSION`.
 
@@ -25,7 +28,11 @@ from sidecar.backends.base import (
     require,
 )
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest, Usage
-from sidecar.dialects.anthropic_request import openai_request_to_anthropic
+from sidecar.dialects.anthropic_request import (
+    UNSIGNED,
+    openai_request_to_anthropic,
+    without_unsigned_thinking,
+)
 from sidecar.dialects.anthropic_response import (
     anthropic_error_to_openai,
     anthropic_response_to_openai,
@@ -85,9 +92,12 @@ class AnthropicBackend(BackendAdapter):
     def _messages_body(self, call: Call) -> bytes:
         assert call.body is not None
         model = self.model_for(call.model)
-        if model is None or model == call.body.get("model"):
+        # A cheap byte search keeps the common body untouched: signed thinking goes as it came.
+        signed = None if UNSIGNED.search(call.raw) is None else without_unsigned_thinking(call.body)
+        if signed is None and (model is None or model == call.body.get("model")):
             return call.raw
-        return orjson.dumps({**call.body, "model": model})
+        body = signed if signed is not None else call.body
+        return orjson.dumps(body if model is None else {**body, "model": model})
 
     def _chat_body(self, call: Call) -> bytes:
         assert call.body is not None

@@ -60,6 +60,7 @@ them):
 |         | (`thought_signatures`)                       | in `extra_content`                      |
 """
 
+import re
 from typing import Any, Final
 
 from sidecar.dialects import openai_request, openai_response
@@ -285,6 +286,50 @@ SHAPES: Final = openai_request.BlockShapes(
     mark=_with_cache_control,
     rejects_function_call=True,
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests: Anthropic → Anthropic
+
+# The mark of the thinking that the sidecar relays from other vendors
+# (`anthropic_response.thinking_block`).
+UNSIGNED: Final = re.compile(rb'"signature"\s*:\s*""')
+
+
+def without_unsigned_thinking(body: JSON) -> JSON | None:
+    """The body without the unsigned thinking blocks that Anthropic would reject (they came from
+    another vendor through the sidecar), or None when it has none. If one stood in the last
+    tool-calling turn, `thinking` goes too: Claude would want that turn's signed thinking back."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    kept: list[Any] = []
+    dropped_from, last_turn = None, None
+    for i, msg in enumerate(messages):
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list) or msg.get("role") != "assistant":
+            kept.append(msg)
+            continue
+        last_turn = i
+        blocks = [b for b in content if not _unsigned_thinking(b)]
+        if len(blocks) != len(content):
+            dropped_from = i
+            msg = {**msg, "content": blocks}
+        kept.append(msg)
+    if dropped_from is None:
+        return None
+    out = {**body, "messages": kept}
+    if dropped_from == last_turn and any(_is(b, "tool_use") for b in kept[last_turn]["content"]):
+        out.pop("thinking", None)
+    return out
+
+
+def _is(block: Any, kind: str) -> bool:
+    return isinstance(block, dict) and block.get("type") == kind
+
+
+def _unsigned_thinking(block: Any) -> bool:
+    return _is(block, "thinking") and not block.get("signature")
 
 
 # ---------------------------------------------------------------------------------------------
