@@ -505,3 +505,16 @@ async def test_unsigned_thinking_in_a_tool_loop_takes_thinking_with_it_on_anthro
     assert sent["messages"][1]["content"][0] == signed
     assert sent["messages"][3]["content"] == [call]
     assert "thinking" not in sent
+
+
+async def test_a_recovery_continuation_carries_text_only_not_the_new_backends_reasoning(
+    claude: FakeAnthropic, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    claude.script(AScript(text=LONG, end="cut", after=3))
+    gpt = await fake(OScript(reasoning="Where was I?"))
+    sc = await sidecar(chain(("claude", claude), ("gpt", gpt), GPT_PREFILL="true"))
+    evs = events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
+    assert deltas(evs, "text_delta", "text") == "w0 w1 w2Hello from the fake."
+    assert deltas(evs, "thinking_delta", "thinking") == ""
+    assert block_starts(evs) == [(0, "text")]
+    assert evs[-1][0] == "message_stop"

@@ -7,11 +7,13 @@ and stream chunks that number tool calls in the order they open.
 """
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 JSON = dict[str, Any]
+
+REASONING_KEYS: Final = ("reasoning_content", "reasoning")
 
 
 def tool_call(call_id: Any, name: Any, arguments: Any) -> JSON:
@@ -26,7 +28,7 @@ def reasoning_text(holder: JSON) -> str:
     """The reasoning on a chat message or delta. OpenAI-compatible servers name it
     `reasoning_content` (vLLM, DeepSeek) or `reasoning` (Ollama, OpenRouter): both are read; the
     pivot writes `reasoning_content`."""
-    for key in ("reasoning_content", "reasoning"):
+    for key in REASONING_KEYS:
         value = holder.get(key)
         if isinstance(value, str) and value:
             return value

@@ -17,7 +17,7 @@ import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.openai import DONE, error_event
-from sidecar.dialects.openai_response import reasoning_text
+from sidecar.dialects.openai_response import REASONING_KEYS, reasoning_text
 from sidecar.dialects.sse import SSEDecoder, SSEEvent
 from sidecar.failure import FailureClass, status_of
 
@@ -188,6 +188,15 @@ def _role_only(chunk: JSON) -> bool:
     )
 
 
+def _drop_reasoning(chunk: JSON) -> None:
+    # A continuation goes on in the caller's open text: the continuing backend's reasoning has no
+    # place there.
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        for key in REASONING_KEYS:
+            delta.pop(key, None)
+
+
 class PivotStream(StreamAdapter):
     __slots__ = ("_sink", "_source")
 
@@ -214,6 +223,8 @@ class PivotStream(StreamAdapter):
                 step.done = True
                 out.append(self._sink.close())
                 break
+            if self.resume:
+                _drop_reasoning(item)
             self._inspect(item, step)
             out.append(self._sink.write(item))
             if self._sink.closed:
