@@ -21,6 +21,7 @@ import uvloop
 from bench import report, wrk
 from bench.procs import BenchError
 from bench.runner import FULL, PACED_DELAY_MS, PACED_SLICE_S, QUICK, Bench, Cores, Plan
+from bench.upstream import FRAMINGS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -34,6 +35,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, help="seconds per wrk measurement")
     parser.add_argument("--no-memory", action="store_true", help="skip the slow-stream waves")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="stream",
+        help="the fake upstream's fast stream: one HTTP chunk (stream) or one per event (events)",
+    )
     parser.add_argument(
         "--stand-in",
         action="store_true",
@@ -57,6 +64,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         plan = dataclasses.replace(plan, duration_s=args.duration, paced_s=2 * args.duration)
     if args.no_memory:
         plan = dataclasses.replace(plan, memory_waves=0)
+    plan = dataclasses.replace(plan, framing=args.framing)
     return plan
 
 
@@ -110,6 +118,12 @@ def _machine(args: argparse.Namespace, wrk_path: str, cores: Cores) -> list[str]
     ]
 
 
+_FRAMING_TEXT = {
+    "stream": "framed as one HTTP chunk",
+    "events": "each event its own HTTP chunk, `--framing events`",
+}
+
+
 def _method(plan: Plan, stand_in: bool) -> list[str]:
     slot = (
         "**stand-in mode: the llm-sidecar column is a second bare relay, not llm-sidecar**"
@@ -120,7 +134,8 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
     )
     return [
         "- Fake upstream (`bench/upstream.py`): a raw asyncio protocol on uvloop, pre-built "
-        "answers: a chat completion (JSON), a 50-chunk SSE stream, an always-503 path, and a "
+        "answers: a chat completion (JSON), a 50-chunk SSE stream sent in one write "
+        f"({_FRAMING_TEXT[plan.framing]}), an always-503 path, and a "
         f"slow stream dripping its 50 chunks every {plan.drip_ms:.0f} ms for the memory check.",
         "- Relay (`bench/relay.py`): aiohttp + uvloop, reads the body, forwards it with one pooled "
         "ClientSession (100 connections, as the sidecar's default), relays the answer as bytes, "

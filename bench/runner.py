@@ -42,6 +42,8 @@ class Plan:
     memory_streams: int
     memory_waves: int
     drip_ms: float
+    # how the fake upstream frames its fast stream (bench/upstream.py FRAMINGS)
+    framing: str = "stream"
 
 
 FULL = Plan(
@@ -160,7 +162,7 @@ class Bench:
     async def _start_upstream(self) -> None:
         port = free_port()
         argv = [self.python, "-m", "bench.upstream", "--port", str(port)]
-        argv += ["--drip-ms", str(self.plan.drip_ms)]
+        argv += ["--drip-ms", str(self.plan.drip_ms), "--framing", self.plan.framing]
         proc = self._spawn("upstream", argv, self.cores.load)
         self.upstream_root = f"http://127.0.0.1:{port}"
         await self._first_answer(proc, self.upstream_root + CHAT_PATH)

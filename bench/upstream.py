@@ -67,18 +67,37 @@ def _http_chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
-# Each SSE event is its own HTTP chunk. The fast stream goes out in one write: a fake that made
-# 50 syscalls per stream would be slower than the proxies it is meant to feed, and the proxies
-# still see 50 events to relay (the slow stream is the one that arrives event by event).
-_EVENTS = [_http_chunk(_chunk_event(i)) for i in range(STREAM_CHUNKS)]
-_DONE = _http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+# The fast stream goes out in one write: a fake that made 50 syscalls per stream would be slower
+# than the proxies it is meant to feed, and the proxies still see 50 events to relay (the slow
+# stream is the one that arrives event by event). Framing "stream" (the default) sends the whole
+# stream as one HTTP chunk, as an nginx or a buffered server would send a body written at once;
+# "events" makes each SSE event its own HTTP chunk, which costs any aiohttp client about 50 µs
+# more per stream to de-chunk (51 parser callbacks and buffer appends instead of one): a cost of
+# the upstream's framing, the same for every proxy, that would dilute the ratios (issue 15).
+_EVENT_BYTES = [_chunk_event(i) for i in range(STREAM_CHUNKS)]
+_DONE_EVENT = b"data: [DONE]\n\n"
+_END = b"0\r\n\r\n"
+_EVENTS = [_http_chunk(e) for e in _EVENT_BYTES]
+_DONE = _http_chunk(_DONE_EVENT) + _END
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
-_STREAM_RESPONSE = _SSE_HEAD + b"".join(_EVENTS) + _DONE
-_CUT_RESPONSE = _SSE_HEAD + b"".join(_EVENTS[: STREAM_CHUNKS // 2]) + b"0\r\n\r\n"
-_GAP_RESPONSE = _SSE_HEAD + b"".join(_EVENTS[:20] + _EVENTS[21:]) + _DONE
+FRAMINGS = ("stream", "events")
+
+
+def _response(events: list[bytes], framing: str) -> bytes:
+    if framing == "events":
+        return _SSE_HEAD + b"".join(map(_http_chunk, events)) + _END
+    return _SSE_HEAD + _http_chunk(b"".join(events)) + _END
+
+
+def _streams(framing: str) -> tuple[bytes, bytes, bytes]:
+    """(intact, cut in half, missing one chunk), each a whole HTTP response."""
+    intact = [*_EVENT_BYTES, _DONE_EVENT]
+    cut = _EVENT_BYTES[: STREAM_CHUNKS // 2]
+    gap = [*_EVENT_BYTES[:20], *_EVENT_BYTES[21:], _DONE_EVENT]
+    return _response(intact, framing), _response(cut, framing), _response(gap, framing)
 
 
 def _fixed(status: bytes, body: bytes) -> bytes:
@@ -115,8 +134,9 @@ def _dechunk(buf: bytearray, start: int) -> tuple[bytes, int] | None:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, drip_s: float) -> None:
+    def __init__(self, drip_s: float, framing: str = "stream") -> None:
         self._drip_s = drip_s
+        self._stream, self._cut, self._gap = _streams(framing)
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -178,13 +198,13 @@ class UpstreamProtocol(asyncio.Protocol):
                 self._drip(0)
                 return
             if _wants_stream(body):
-                transport.write(_STREAM_RESPONSE)
+                transport.write(self._stream)
             else:
                 transport.write(_JSON_RESPONSE)
         elif path == b"/cut/v1/chat/completions":
-            transport.write(_CUT_RESPONSE)
+            transport.write(self._cut)
         elif path == b"/gap/v1/chat/completions":
-            transport.write(_GAP_RESPONSE)
+            transport.write(self._gap)
         elif path == b"/fail/v1/chat/completions":
             transport.write(_FAIL_RESPONSE)
         else:
@@ -211,10 +231,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(host: str, port: int, drip_s: float) -> None:
+async def serve(host: str, port: int, drip_s: float, framing: str) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: UpstreamProtocol(drip_s), host, port, backlog=4096, reuse_address=True
+        lambda: UpstreamProtocol(drip_s, framing), host, port, backlog=4096, reuse_address=True
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -228,10 +248,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drip-ms", type=float, default=100.0)
+    parser.add_argument("--framing", choices=FRAMINGS, default="stream")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(serve(args.host, args.port, args.drip_ms / 1000.0))
+    uvloop.run(serve(args.host, args.port, args.drip_ms / 1000.0, args.framing))
 
 
 if __name__ == "__main__":
