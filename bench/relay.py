@@ -1,7 +1,8 @@
 """The bare relay: the in-run baseline that llm-sidecar is judged against.
 
 Read the body, forward it with one pooled ClientSession, relay the answer as bytes (streams chunk
-by chunk). No parsing, metrics, logging or fallback: the cost floor of an aiohttp proxy.
+by chunk, one write per upstream read, the last read written with the end of the body). No
+parsing, metrics, logging or fallback: the cost floor of an aiohttp proxy.
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ async def relay(request: web.Request) -> web.StreamResponse:
         )
         try:
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            content = upstream.content
+            while chunk := await content.readany():
+                if content.is_eof():
+                    # The read that ends the body goes out with the end of ours: one write.
+                    break
                 await response.write(chunk)
-            await response.write_eof()
+            await response.write_eof(chunk)
         except ConnectionResetError:
             # wrk drops its connections mid-stream when its time is up
             pass
