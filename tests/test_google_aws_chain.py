@@ -198,3 +198,39 @@ async def test_status_and_backend_info_name_the_new_kinds(
     for position, (name, kind) in enumerate([("g", "gemini"), ("vc", "vertex"), ("br", "bedrock")]):
         labels = {"chain": "default", "backend": name, "kind": kind, "position": str(position)}
         assert sc.metric("llm_sidecar_backend_info", **labels) == 1
+
+
+async def test_responses_callers_are_served_by_each_of_the_three_vendors_in_turn(
+    sidecar: SidecarFactory,
+    gemini: FakeGemini,
+    vertex: FakeVertex,
+    bedrock: FakeBedrock,
+    auth: FakeGoogleAuth,
+    tmp_path: Path,
+) -> None:
+    down = error(503, "UNAVAILABLE", "The model is overloaded.")
+    gemini.script(GScript(text="From Gemini."), down, down, down)
+    vertex.script(
+        anthropic_upstream.Script(text="From Claude on Vertex."), anthropic_upstream.overloaded()
+    )
+    bedrock.script(BScript(text="From Claude on Bedrock."))
+    sc = await three_vendors(sidecar, gemini, vertex, bedrock, auth.service_account_file(tmp_path))
+    client = openai.AsyncOpenAI(base_url=sc.url + "/v1", api_key="unused", max_retries=0)
+    try:
+        first = await client.responses.create(model="m", input="hi", store=False)
+        async with client.responses.stream(model="m", input="hi", store=False) as stream:
+            second = await stream.get_final_response()
+        third = await client.responses.create(model="m", input="hi", store=False)
+    finally:
+        await client.close()
+    assert [r.output_text for r in (first, second, third)] == [
+        "From Gemini.",
+        "From Claude on Vertex.",
+        "From Claude on Bedrock.",
+    ]
+    methods = [g.method for g in gemini.seen]
+    assert methods == ["generateContent", "streamGenerateContent", "generateContent"]
+    assert vertex.seen[0].method == "streamRawPredict"
+    assert "messages" in vertex.seen[0].json and "input" not in vertex.seen[0].json
+    answered = [line["served_by"] for line in sc.log_lines() if line.get("route") == "responses"]
+    assert answered == ["g", "vc", "br"]

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 
 from sidecar import headers as h
+from sidecar.backends import responses
 from sidecar.backends.base import (
     BackendAdapter,
     InvalidResponse,
@@ -67,7 +68,7 @@ _OPENAI_CODES: Final[dict[FailureClass, str]] = {
 
 
 class GeminiBackend(BackendAdapter):
-    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES})
+    routes = frozenset({Route.CHAT_COMPLETIONS, Route.MESSAGES, Route.RESPONSES})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +82,8 @@ class GeminiBackend(BackendAdapter):
         return {"x-goog-api-key": key}
 
     def build(self, call: Call) -> UpstreamRequest:
+        if call.route is Route.RESPONSES:
+            return responses.build(self, call)
         assert call.body is not None
         model = self.model_for(call.model)
         if model is None:
@@ -105,6 +108,8 @@ class GeminiBackend(BackendAdapter):
         return call.model or self.model_for(None) or ""
 
     def answer(self, call: Call, body: bytes) -> Answer:
+        if call.route is Route.RESPONSES:
+            return responses.answer(self, call, body, model=self.caller_model(call))
         parsed = json_object_body(body)
         try:
             openai = gemini_response_to_openai(parsed, model=self.caller_model(call))
@@ -122,6 +127,8 @@ class GeminiBackend(BackendAdapter):
         return answer
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
+        if call.route is Route.RESPONSES:
+            return responses.error_body(self, call, status, body)
         try:
             parsed: Any = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -133,6 +140,8 @@ class GeminiBackend(BackendAdapter):
         return orjson.dumps(envelope)
 
     def stream(self, call: Call) -> StreamAdapter:
+        if call.route is Route.RESPONSES:
+            return responses.stream(self, call, model=self.caller_model(call))
         model = self.caller_model(call)
         sink: Sink = AnthropicSink(model=model) if _anthropic(call) else OpenAISink()
         # Anthropic callers read the final usage from message_delta: the sink needs the chunk.

@@ -75,7 +75,7 @@ class VertexBackend(GeminiBackend):
         return model is not None and publisher_and_model(model)[0] == "anthropic"
 
     def build(self, call: Call) -> UpstreamRequest:
-        if not self._claude(call):
+        if not self._claude(call) or call.route is Route.RESPONSES:
             return super().build(call)
         assert call.body is not None
         model = self.model_for(call.model)
@@ -103,12 +103,12 @@ class VertexBackend(GeminiBackend):
         return out
 
     def answer(self, call: Call, body: bytes) -> Answer:
-        if not self._claude(call):
+        if not self._claude(call) or call.route is Route.RESPONSES:
             return super().answer(call, body)
         return messages_answer(call, body, self.caller_model(call))
 
     def error_body(self, call: Call, status: int, body: bytes) -> bytes:
-        if not self._claude(call):
+        if not self._claude(call) or call.route is Route.RESPONSES:
             return super().error_body(call, status, body)
         try:
             parsed: Any = orjson.loads(body)
@@ -120,7 +120,7 @@ class VertexBackend(GeminiBackend):
         return messages_error_body(call, status, body)
 
     def stream(self, call: Call) -> StreamAdapter:
-        if not self._claude(call):
+        if not self._claude(call) or call.route is Route.RESPONSES:
             return super().stream(call)
         return messages_stream(call, self.caller_model(call))
 
