@@ -176,7 +176,7 @@ def _err(message: str, param: str | None) -> TranslationError:
 
 def openai_request_to_converse(body: JSON, *, model_id: str, thinking: JSON | None = None) -> JSON:
     """`thinking`: an Anthropic caller's own, sent as it is to a Claude that takes it."""
-    _reject_untranslatable(body)
+    openai_request.reject_untranslatable(body)
     system, messages = openai_request.split_messages(body.get("messages") or [], SHAPES)
     system, messages = _cache_points(system, messages)
     out: JSON = {"modelId": model_id, "messages": messages}
@@ -225,19 +225,6 @@ def _cache_points(system: list[JSON], messages: list[JSON]) -> tuple[list[JSON],
 
     system = placed(system)
     return system, [{**m, "content": placed(m["content"])} for m in messages]
-
-
-def _reject_untranslatable(body: JSON) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise _err("`n` > 1 is not supported by this backend", "n")
-    for field in ("functions", "function_call", "audio", "logit_bias", "web_search_options"):
-        if body.get(field):
-            raise _err(f"`{field}` is not supported by this backend", field)
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise _err("logprobs are not supported by this backend", "logprobs")
-    if "audio" in (body.get("modalities") or []):
-        raise _err("audio output is not supported by this backend", "modalities")
 
 
 def _inference_config(body: JSON) -> JSON:

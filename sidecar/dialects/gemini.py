@@ -99,7 +99,7 @@ def _err(message: str, param: str | None) -> TranslationError:
 
 
 def openai_request_to_gemini(body: JSON, *, model: str) -> JSON:
-    _reject_untranslatable(body)
+    openai_request.reject_untranslatable(body)
     messages = body.get("messages") or []
     system, turns = openai_request.split_messages(messages, _shapes(messages))
     out: JSON = {
@@ -141,19 +141,6 @@ def _sign_foreign_calls(contents: list[JSON]) -> None:
 
 def _before_gemini_3(model: str) -> bool:
     return model.removeprefix("models/").startswith(("gemini-1", "gemini-2"))
-
-
-def _reject_untranslatable(body: JSON) -> None:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise _err("`n` > 1 is not supported by this backend", "n")
-    for field in ("functions", "function_call", "audio", "logit_bias", "web_search_options"):
-        if body.get(field):
-            raise _err(f"`{field}` is not supported by this backend", field)
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise _err("logprobs are not supported by this backend", "logprobs")
-    if "audio" in (body.get("modalities") or []):
-        raise _err("audio output is not supported by this backend", "modalities")
 
 
 def _shapes(messages: list[JSON]) -> openai_request.BlockShapes:

@@ -188,3 +188,18 @@ def json_schema_of(fmt: Any) -> JSON | None:
         )
     spec: JSON = fmt.get("json_schema") or {}
     return spec
+
+
+def reject_untranslatable(body: JSON) -> None:
+    """What of a chat request no vendor but OpenAI can answer (Converse, Gemini): a
+    TranslationError naming the field."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise TranslationError("`n` > 1 is not supported by this backend", "n")
+    for field in ("functions", "function_call", "audio", "logit_bias", "web_search_options"):
+        if body.get(field):
+            raise TranslationError(f"`{field}` is not supported by this backend", field)
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise TranslationError("logprobs are not supported by this backend", "logprobs")
+    if "audio" in (body.get("modalities") or []):
+        raise TranslationError("audio output is not supported by this backend", "modalities")

@@ -30,7 +30,7 @@ from sidecar.dialects.openai import responses_usage
 from sidecar.dialects.pivot import InBandError, Sink
 from sidecar.dialects.responses_request import ToolNames
 from sidecar.dialects.responses_response import Cursor, OpenItem, ResponsesEvents
-from sidecar.dialects.sse import SSEDecoder, SSEEvent
+from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
 from sidecar.failure import FailureClass, classify_error_event
 
 JSON = dict[str, Any]
@@ -63,14 +63,6 @@ def error_event(code: str, message: str, sequence_number: int) -> bytes:
         "sequence_number": sequence_number,
     }
     return frame("error", orjson.dumps(body))
-
-
-def _object(data: str) -> JSON | None:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def item_has_content(item: Any) -> bool:
@@ -122,7 +114,7 @@ class ResponsesStream(StreamAdapter):
         step = StreamStep()
         out: list[bytes] = []
         for ev in events:
-            obj = _object(ev.data)
+            obj = json_object(ev.data)
             if obj is None:
                 malformed = error_event("invalid_response", MALFORMED, self._seq)
                 step.error = (FailureClass.INVALID_RESPONSE, malformed)
