@@ -146,7 +146,10 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
         "upstream's content, and for streams every content token in order, exactly 50 "
         "`chat.completion.chunk` events, `data: [DONE]` last and no error event. Before anything "
         "is measured the checker must pass the intact stream and fail one cut in half and one "
-        "missing a chunk. "
+        "missing a chunk. Responses streams (`POST /v1/responses`, `stream: true`, the "
+        "sidecar's `openai` kind with `RESPONSES=native`) are checked alike: `response.created` "
+        "first, all 50 `response.output_text.delta` tokens in order, `response.completed` last; "
+        "the checker must fail a Responses stream cut in half. "
         "Sidecar answers must also carry the `x-sidecar-backend` and `x-sidecar-attempts` the "
         "scenario should produce (primary/1; fallback closed: secondary/2; open: secondary/1).",
         f"- Added latency: one connection with {PACED_DELAY_MS} ms of think time (about 50 req/s, "
@@ -160,6 +163,11 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
         "- Fallback: primary always 503, healthy secondary. Closed: "
         "`SIDECAR_CIRCUIT_FAILURES=1000000000`; open: default circuit settings, the warm-up opens "
         "it. Their ratio is to the sidecar's own JSON 16-connection throughput.",
+        "- Tracing on: a third process, the sidecar with `OTEL_TRACES_EXPORTER=otlp` and "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` at a loopback sink (`bench/otlp_sink.py`, aiohttp on the "
+        "load core, 200 to every `POST /v1/traces`), SDK defaults otherwise; measured on JSON "
+        "and streams at 16 connections in the same rotation as the relay and the sidecar, and "
+        "its ratio is to the sidecar's own figure with tracing off.",
         f"- Memory check: fresh processes (pool of 2000 upstream connections), "
         f"{plan.memory_waves} waves of {plan.memory_streams} concurrent slow streams opened in "
         "batches of 50, each stream checked intact; peak `VmRSS` sampled every 50 ms.",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.memory import Wave
-from bench.runner import DIRECT, RELAY, SIDECAR, Results
+from bench.runner import DIRECT, RELAY, SIDECAR, TRACED, Results
 
 MIB = 1024.0
 # (relay, sidecar, ratio) -> within budget; None when the figures to judge are missing
@@ -22,7 +22,7 @@ class Row:
     target: str = ""
     check: Check | None = None
     scale: float = 1.0
-    # fallback rows compare the sidecar with its own normal throughput, not with the relay
+    # fallback and tracing rows compare the sidecar with its own normal figure, not the relay
     base: tuple[str, str] | None = None
 
 
@@ -88,6 +88,37 @@ ROWS = [
     ),
     Row("CPU µs per request, JSON, 64 conns", "json64_cpu_us", "{:.0f}"),
     Row("CPU µs per stream, 16 conns", "stream16_cpu_us", "{:.0f}"),
+    Row(
+        "Responses streams/s, 50 deltas, 16 conns, each checked intact",
+        "responses16_rps",
+        "{:,.0f}",
+    ),
+    Row("CPU µs per Responses stream, 16 conns", "responses16_cpu_us", "{:.0f}"),
+    # tracing on against the same sidecar with tracing off, measured in the same rotation
+    Row(
+        "Tracing on: req/s, JSON, 16 conns",
+        f"{TRACED}json16_rps",
+        "{:,.0f}",
+        base=(SIDECAR, "json16_rps"),
+    ),
+    Row(
+        "Tracing on: CPU µs per request, JSON, 16 conns",
+        f"{TRACED}json16_cpu_us",
+        "{:.0f}",
+        base=(SIDECAR, "json16_cpu_us"),
+    ),
+    Row(
+        "Tracing on: streams/s, 16 conns",
+        f"{TRACED}stream16_rps",
+        "{:,.0f}",
+        base=(SIDECAR, "stream16_rps"),
+    ),
+    Row(
+        "Tracing on: CPU µs per stream, 16 conns",
+        f"{TRACED}stream16_cpu_us",
+        "{:.0f}",
+        base=(SIDECAR, "stream16_cpu_us"),
+    ),
     Row(
         "Fallback (primary 503), circuit closed: req/s",
         "fallback_closed_rps",
@@ -263,7 +294,7 @@ def _warnings(results: Results) -> list[str]:
             f"**{offpath:,} answers came from an unexpected path** (`x-sidecar-backend` or "
             "`x-sidecar-attempts` not what the scenario should produce)."
         )
-    for key in ("json16_rps", "stream16_rps"):
+    for key in ("json16_rps", "stream16_rps", "responses16_rps"):
         direct, relay = median(results, DIRECT, key), median(results, RELAY, key)
         if direct and relay and direct < 3 * relay:
             warnings.append(
@@ -287,7 +318,7 @@ def render(results: Results, header: list[str], method: list[str]) -> tuple[str,
     ]
     direct = [
         f"{key}: {_cell(median(results, DIRECT, key), '{:,.0f}')}"
-        for key in ("json16_rps", "stream16_rps")
+        for key in ("json16_rps", "stream16_rps", "responses16_rps")
     ]
     paced = [f"p{p} {_cell(median(results, DIRECT, f'paced_p{p}'), '{:.3f}')} ms" for p in (50, 99)]
     ceiling = (

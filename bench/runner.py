@@ -22,6 +22,11 @@ RELAY = "relay"
 SIDECAR = "sidecar"
 DIRECT = "direct"
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+# the scenarios of the sidecar with tracing on are recorded under the sidecar, with this prefix
+TRACED = "traced_"
+# wrk mode -> path
+PATHS = {"json": CHAT_PATH, "stream": CHAT_PATH, "responses": RESPONSES_PATH}
 # Closed-loop pacing: one connection, 20 ms of think time between requests, so about 50
 # requests/s (slightly fewer: each request's own latency adds to the period).
 PACED_DELAY_MS = 20
@@ -114,6 +119,8 @@ class Proxy:
     admin_url: str | None = None
     # response headers that prove which path served a request, for wrk.lua's BENCH_EXPECT
     expect: str = ""
+    # prepended to the scenario names its figures are recorded under
+    prefix: str = ""
 
 
 @dataclass
@@ -126,14 +133,17 @@ class Bench:
     wrk_path: str
     results: Results = field(default_factory=Results)
     upstream_root: str = ""
+    sink_root: str = ""
     _procs: list[Proc] = field(default_factory=list)
 
     async def run(self) -> Results:
         try:
             await self._start_upstream()
+            await self._start_sink()
             await self._check_the_checker()
             for index in range(self.plan.runs):
                 await self._one_run(index)
+            await self._sink_note()
             if self.plan.memory_waves:
                 await self._memory_check()
         finally:
@@ -167,6 +177,32 @@ class Bench:
         self.upstream_root = f"http://127.0.0.1:{port}"
         await self._first_answer(proc, self.upstream_root + CHAT_PATH)
 
+    async def _start_sink(self) -> None:
+        port = free_port()
+        argv = [self.python, "-m", "bench.otlp_sink", "--port", str(port)]
+        proc = self._spawn("otlp-sink", argv, self.cores.load)
+        self.sink_root = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            while time.perf_counter() - proc.spawned_at < 20:
+                if not proc.alive():
+                    raise BenchError(f"otlp-sink exited early:\n{proc.log_tail()}")
+                try:
+                    async with session.get(self.sink_root + "/stats") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.005)
+        raise BenchError(f"otlp-sink did not answer within 20 s:\n{proc.log_tail()}")
+
+    async def _sink_note(self) -> None:
+        async with aiohttp.ClientSession() as session, session.get(self.sink_root + "/stats") as r:
+            stats = await r.json()
+        self.results.notes.append(
+            f"Tracing on: the OTLP sink received {stats['exports']:,} exports, "
+            f"{stats['bytes'] / 1e6:,.1f} MB of spans."
+        )
+
     def _relay_argv(self, port: int, upstream: str, max_connections: int) -> list[str]:
         return [
             *(self.python, "-m", "bench.relay", "--port", str(port)),
@@ -177,7 +213,7 @@ class Bench:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("SIDECAR_", "PRIMARY_", "SECONDARY_"))
+            if not k.startswith(("SIDECAR_", "PRIMARY_", "SECONDARY_", "OTEL_"))
         }
         env |= {
             "SIDECAR_BACKENDS": ",".join(backends),
@@ -297,9 +333,10 @@ class Bench:
     ) -> wrk.WrkResult:
         before = cpu_seconds(proxy.proc.pid)
         result = await self._wrk(
-            proxy.url + CHAT_PATH, mode, connections, seconds, expect=proxy.expect
+            proxy.url + PATHS[mode], mode, connections, seconds, expect=proxy.expect
         )
         used = cpu_seconds(proxy.proc.pid) - before
+        scenario = proxy.prefix + scenario
         self.results.count(proxy.label, scenario, result)
         if result.requests:
             self.results.add(proxy.label, f"{scenario}_cpu_us", used / result.requests * 1e6)
@@ -319,8 +356,15 @@ class Bench:
             result = await self._wrk(url + broken + CHAT_PATH, "stream", 16, 1)
             if not result.checked or result.bad != result.checked:
                 raise BenchError(f"the stream checker passes {broken} streams: {result}")
+        responses = await self._wrk(url + RESPONSES_PATH, "responses", 16, 1)
+        if responses.failures or not responses.checked:
+            raise BenchError(f"the Responses checker fails an intact stream: {responses}")
+        cut = await self._wrk(url + "/cut" + RESPONSES_PATH, "responses", 16, 1)
+        if not cut.checked or cut.bad != cut.checked:
+            raise BenchError(f"the Responses checker passes /cut streams: {cut}")
         plain = await self._wrk(url + CHAT_PATH, "json", 16, 1)
         self.results.add(DIRECT, "stream16_rps", intact.rps)
+        self.results.add(DIRECT, "responses16_rps", responses.rps)
         self.results.add(DIRECT, "json16_rps", plain.rps)
 
     async def _start_pair(self) -> tuple[Proxy, Proxy]:
@@ -335,20 +379,26 @@ class Bench:
     async def _one_run(self, index: int) -> None:
         log(f"run {index + 1} of {self.plan.runs}")
         relay, sidecar = await self._start_pair()
+        traced = await self._start_traced()
         # alternate who goes first, so a slow drift of the shared machine hits both alike
         pair = [relay, sidecar] if index % 2 == 0 else [sidecar, relay]
+        # tracing on is measured next to tracing off, in the same rotation
+        trio = [*pair, traced] if index % 2 == 0 else [traced, *pair]
         seconds = self.plan.duration_s
-        for proxy in pair:
-            await self._wrk(proxy.url + CHAT_PATH, "json", 16, self.plan.warmup_s)
-            await self._wrk(proxy.url + CHAT_PATH, "stream", 16, self.plan.warmup_s)
-        for scenario, mode, connections in (
-            ("json16", "json", 16),
-            ("json64", "json", 64),
-            ("stream16", "stream", 16),
+        for proxy in trio:
+            for mode in ("json", "stream", "responses"):
+                await self._wrk(proxy.url + PATHS[mode], mode, 16, self.plan.warmup_s)
+        for scenario, mode, connections, proxies in (
+            ("json16", "json", 16, trio),
+            ("json64", "json", 64, pair),
+            ("stream16", "stream", 16, trio),
+            ("responses16", "responses", 16, pair),
         ):
-            for proxy in pair:
+            for proxy in proxies:
                 result = await self._measure(proxy, scenario, mode, connections, seconds)
-                log(f"  {scenario:<8} {proxy.label:<7} {result.rps:>8.0f}/s  bad {result.failures}")
+                name = proxy.prefix + proxy.label
+                log(f"  {scenario:<11} {name:<14} {result.rps:>8.0f}/s  bad {result.failures}")
+        self._stop(traced.proc)
         await self._paced(pair)
         for proxy in pair:
             self.results.add(proxy.label, "rss_peak_kib", memory_kib(proxy.proc.pid)[1])
@@ -358,6 +408,14 @@ class Bench:
         closed = {"SIDECAR_CIRCUIT_FAILURES": _NEVER_OPENS}
         await self._fallback("fallback_closed", closed, "2")
         await self._fallback("fallback_open", {}, "1")
+
+    async def _start_traced(self) -> Proxy:
+        """The sidecar with OpenTelemetry on, exporting to the loopback sink (SDK defaults)."""
+        otel = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": self.sink_root}
+        proxy = await self._start_sidecar("sidecar-traced", "", otel)
+        proxy.prefix = TRACED
+        await self._ready(proxy)
+        return proxy
 
     async def _paced(self, pair: list[Proxy]) -> None:
         targets = [(DIRECT, self.upstream_root), *((p.label, p.url) for p in pair)]

@@ -9,6 +9,9 @@ proxies under test, or the bench would measure the upstream. Paths:
   /fail/v1/chat/completions   always 503 (the primary of the fallback scenarios)
   /cut/v1/chat/completions    half a stream, cleanly framed (to check the checker)
   /gap/v1/chat/completions    a whole stream but for one chunk in the middle (likewise)
+  /v1/responses               a Responses stream (named events: response.created, 50
+                              response.output_text.delta, response.completed), always streamed
+  /cut/v1/responses           half of that stream (to check the checker)
 """
 
 from __future__ import annotations
@@ -63,6 +66,40 @@ def _chunk_event(index: int) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+def _named_event(data: dict[str, object]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (str(data["type"]).encode(), orjson.dumps(data))
+
+
+def _responses_events() -> list[bytes]:
+    """A Responses stream in the native shape: no [DONE], the end is response.completed."""
+    text = "".join(f"w{i} " for i in range(STREAM_CHUNKS))
+    base = {"id": "resp_bench", "object": "response", "created_at": 1700000000, "model": MODEL}
+    deltas = [
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": i + 1,
+            "item_id": "msg_bench",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": f"w{i} ",
+        }
+        for i in range(STREAM_CHUNKS)
+    ]
+    created = {"type": "response.created", "sequence_number": 0}
+    created["response"] = {**base, "status": "in_progress", "output": []}
+    message = {
+        "type": "message",
+        "id": "msg_bench",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    usage = {"input_tokens": 12, "output_tokens": STREAM_CHUNKS, "total_tokens": 12 + STREAM_CHUNKS}
+    completed = {"type": "response.completed", "sequence_number": STREAM_CHUNKS + 1}
+    completed["response"] = {**base, "status": "completed", "output": [message], "usage": usage}
+    return [_named_event(e) for e in (created, *deltas, completed)]
+
+
 def _http_chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
@@ -92,12 +129,23 @@ def _response(events: list[bytes], framing: str) -> bytes:
     return _SSE_HEAD + _http_chunk(b"".join(events)) + _END
 
 
-def _streams(framing: str) -> tuple[bytes, bytes, bytes]:
-    """(intact, cut in half, missing one chunk), each a whole HTTP response."""
+_RESPONSES_EVENTS = _responses_events()
+
+
+def _streams(framing: str) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """(intact, cut in half, missing one chunk, Responses intact, Responses cut), each a whole
+    HTTP response."""
     intact = [*_EVENT_BYTES, _DONE_EVENT]
     cut = _EVENT_BYTES[: STREAM_CHUNKS // 2]
     gap = [*_EVENT_BYTES[:20], *_EVENT_BYTES[21:], _DONE_EVENT]
-    return _response(intact, framing), _response(cut, framing), _response(gap, framing)
+    responses_cut = _RESPONSES_EVENTS[: STREAM_CHUNKS // 2]
+    return (
+        _response(intact, framing),
+        _response(cut, framing),
+        _response(gap, framing),
+        _response(_RESPONSES_EVENTS, framing),
+        _response(responses_cut, framing),
+    )
 
 
 def _fixed(status: bytes, body: bytes) -> bytes:
@@ -136,7 +184,7 @@ def _dechunk(buf: bytearray, start: int) -> tuple[bytes, int] | None:
 class UpstreamProtocol(asyncio.Protocol):
     def __init__(self, drip_s: float, framing: str = "stream") -> None:
         self._drip_s = drip_s
-        self._stream, self._cut, self._gap = _streams(framing)
+        self._stream, self._cut, self._gap, self._responses, self._responses_cut = _streams(framing)
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -201,6 +249,10 @@ class UpstreamProtocol(asyncio.Protocol):
                 transport.write(self._stream)
             else:
                 transport.write(_JSON_RESPONSE)
+        elif path == b"/v1/responses":
+            transport.write(self._responses)
+        elif path == b"/cut/v1/responses":
+            transport.write(self._responses_cut)
         elif path == b"/cut/v1/chat/completions":
             transport.write(self._cut)
         elif path == b"/gap/v1/chat/completions":

@@ -1,7 +1,9 @@
 -- wrk script for the llm-sidecar bench. Configured through the environment:
---   BENCH_MODE      json | stream    (request body, and what counts as an intact answer)
+--   BENCH_MODE      json | stream | responses (request body, and what counts as an intact answer;
+--                   responses: a /v1/responses stream of named events)
 --   BENCH_DELAY_MS  think time per connection before each request (the paced latency run)
---   BENCH_CHUNKS    chat.completion.chunk events a stream must carry (default 50)
+--   BENCH_CHUNKS    chat.completion.chunk events a stream must carry, or response.output_text.delta
+--                   events a Responses stream must (default 50)
 --   BENCH_EXPECT    "x-sidecar-backend=secondary,x-sidecar-attempts=2": response headers that show
 --                   which path served the request; a mismatch counts as "offpath", not as bad
 --   BENCH_HISTOGRAM 1: also print every latency sample, as "BENCH_HIST us:count,..."
@@ -22,6 +24,11 @@ if mode == "stream" then stream = "true" end
 wrk.body = '{"model":"bench-model","stream":' .. stream .. ',"max_tokens":64,'
   .. '"messages":[{"role":"system","content":"You are a terse assistant."},'
   .. '{"role":"user","content":"Say hello to the benchmark in one short sentence, please."}]}'
+if mode == "responses" then
+  wrk.body = '{"model":"bench-model","stream":true,"max_output_tokens":64,'
+    .. '"instructions":"You are a terse assistant.",'
+    .. '"input":"Say hello to the benchmark in one short sentence, please."}'
+end
 
 local threads = {}
 
@@ -60,6 +67,31 @@ local function intact_stream(body)
   return n == chunks and not string.find(body, '"error"', 1, true)
 end
 
+local function count(body, needle)
+  local n, at = 0, 1
+  while true do
+    local _, e = string.find(body, needle, at, true)
+    if not e then return n end
+    n = n + 1
+    at = e + 1
+  end
+end
+
+local function intact_responses(body)
+  -- response.created first, every delta in order, response.completed last; no [DONE] in this API
+  local created = "event: response.created\n"
+  if string.sub(body, 1, #created) ~= created then return false end
+  local pos = #created + 1
+  for i = 0, chunks - 1 do
+    local _, e = string.find(body, '"w' .. i .. ' "', pos, true)
+    if not e then return false end
+    pos = e + 1
+  end
+  if not string.find(body, "event: response.completed\n", pos, true) then return false end
+  return count(body, "event: response.output_text.delta\n") == chunks
+    and not string.find(body, '"error"', 1, true)
+end
+
 local function on_path(headers)
   for name, want in pairs(expect) do
     local got
@@ -79,7 +111,13 @@ end
 function response(status, headers, body)
   checked = checked + 1
   local ok
-  if mode == "stream" then ok = intact_stream(body) else ok = intact_json(body) end
+  if mode == "stream" then
+    ok = intact_stream(body)
+  elseif mode == "responses" then
+    ok = intact_responses(body)
+  else
+    ok = intact_json(body)
+  end
   if status ~= 200 or not ok then bad = bad + 1 end
   if next(expect) and not on_path(headers) then offpath = offpath + 1 end
 end
