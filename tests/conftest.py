@@ -202,6 +202,20 @@ def sse_data(text: str) -> list[Any]:
     return out
 
 
+def named_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of every event of a stream with `event:` lines (Anthropic, Responses);
+    an event without one is named ""."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if not lines:
+            continue
+        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), "")
+        data = next(ln[6:] for ln in lines if ln.startswith("data: "))
+        out.append((name, json.loads(data)))
+    return out
+
+
 def streamed_text(text: str) -> str:
     parts = []
     for obj in sse_data(text):

@@ -1,12 +1,11 @@
 """POST /v1/messages (Anthropic callers) served by every backend kind, over loopback."""
 
-import json
 from typing import Any
 
 import aiohttp
 import pytest
 from backends.kinds import ANTHROPIC_KEY, OPENAI_KEY, chain
-from conftest import LONG, FakeFactory, SidecarFactory, post, tokens
+from conftest import LONG, FakeFactory, SidecarFactory, named_events, post, tokens
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
@@ -25,19 +24,6 @@ def message(stream: bool = False, model: str = "claude-test", **extra: Any) -> d
     if stream:
         body["stream"] = True
     return body | extra
-
-
-def events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event name, data) of every event; an event without an `event:` line is named ""."""
-    out = []
-    for block in text.split("\n\n"):
-        lines = block.strip().splitlines()
-        if not lines:
-            continue
-        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), "")
-        data = next(ln[6:] for ln in lines if ln.startswith("data: "))
-        out.append((name, json.loads(data)))
-    return out
 
 
 def text_of(evs: list[tuple[str, dict[str, Any]]]) -> str:
@@ -86,7 +72,7 @@ async def test_anthropic_stream_is_relayed_event_by_event_with_event_lines(
 ) -> None:
     sc = await sidecar(chain(("claude", claude)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert all(name for name, _ in evs)
     assert evs[0][0] == "message_start"
     assert evs[-1][0] == "message_stop"
@@ -100,7 +86,7 @@ async def test_anthropic_tool_use_stream_reaches_an_anthropic_caller_whole(
     claude.script(AScript(tool=("weather", {"city": "Rome"})))
     sc = await sidecar(chain(("claude", claude)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     parts = [d["delta"]["partial_json"] for n, d in evs if n == "content_block_delta"]
     assert "".join(parts) == '{"city":"Rome"}'
     assert evs[-2][1]["delta"]["stop_reason"] == "tool_use"
@@ -126,7 +112,7 @@ async def test_broken_stream_ends_with_one_anthropic_error_event_and_no_message_
     backup = await fake()
     sc = await sidecar(chain(("claude", claude), ("backup", backup)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert "message_stop" not in [n for n, _ in evs]
     assert [n for n, _ in evs if n == "error"] == ["error"]
     name, data = evs[-1]
@@ -163,7 +149,7 @@ async def test_529_on_anthropic_falls_back_to_an_openai_backend_for_an_anthropic
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == "claude=overloaded"
     if stream:
-        assert text_of(events(r.text)) == "Hello from the fake."
+        assert text_of(named_events(r.text)) == "Hello from the fake."
     else:
         assert r.json["content"][0]["text"] == "Hello from the fake."
 
@@ -204,7 +190,7 @@ async def test_anthropic_caller_streams_from_an_openai_backend(
     gpt = await fake()
     sc = await sidecar(chain(("gpt", gpt)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert [n for n, _ in evs] == [
         "message_start",
         "content_block_start",
@@ -225,7 +211,7 @@ async def test_openai_stream_without_done_still_ends_with_one_message_stop(
     gpt = await fake(OScript(end="no_done", usage=False))
     sc = await sidecar(chain(("gpt", gpt)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    names = [n for n, _ in events(r.text)]
+    names = [n for n, _ in named_events(r.text)]
     assert names[-2:] == ["message_delta", "message_stop"]
     assert names.count("message_stop") == 1
 
@@ -237,7 +223,7 @@ async def test_broken_openai_stream_ends_with_an_anthropic_error_event(
     gpt = await fake(OScript(text=LONG, end=end, after=3))
     sc = await sidecar(chain(("gpt", gpt)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert evs[-1][0] == "error"
     assert evs[-1][1]["type"] == "error"
     assert "message_stop" not in [n for n, _ in evs]
@@ -266,7 +252,7 @@ async def test_openai_error_event_before_content_falls_back_for_an_anthropic_cal
     sc = await sidecar(chain(("gpt", gpt), ("backup", backup)))
     r = await post(http, sc.url, message(stream=True), PATH)
     assert r.headers["x-sidecar-failures"] == "gpt=overloaded"
-    assert text_of(events(r.text)) == "Hello from the fake."
+    assert text_of(named_events(r.text)) == "Hello from the fake."
 
 
 @pytest.mark.parametrize(
@@ -356,7 +342,7 @@ async def test_anthropic_caller_streams_a_bedrock_tool_call(
     bedrock.script(BScript(tool=("weather", {"city": "Oslo"})))
     sc = await sidecar(chain(("aws", bedrock)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     start = next(d for n, d in evs if n == "content_block_start")
     assert start["content_block"]["name"] == "weather"
     parts = [d["delta"]["partial_json"] for n, d in evs if n == "content_block_delta"]
@@ -384,7 +370,7 @@ async def test_bedrock_exception_after_commit_ends_an_anthropic_stream_with_an_e
     bedrock.script(BScript(text=LONG, end="exception", after=3))
     sc = await sidecar(chain(("aws", bedrock)))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert evs[-1][0] == "error"
     assert evs[-1][1]["error"]["type"] == "rate_limit_error"
     assert "message_stop" not in [n for n, _ in evs]
@@ -397,7 +383,7 @@ async def test_broken_anthropic_stream_is_continued_on_an_openai_prefill_backend
     gpt = await fake()
     sc = await sidecar(chain(("claude", claude), ("gpt", gpt), GPT_PREFILL="true"))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     names = [n for n, _ in evs]
     assert text_of(evs) == "w0 w1 w2Hello from the fake."
     assert names.count("message_start") == 1
@@ -413,7 +399,7 @@ async def test_broken_openai_stream_is_continued_on_an_anthropic_prefill_backend
     gpt = await fake(OScript(text=LONG, end="cut", after=3))
     sc = await sidecar(chain(("gpt", gpt), ("claude", claude), CLAUDE_PREFILL="true"))
     r = await post(http, sc.url, message(stream=True), PATH)
-    evs = events(r.text)
+    evs = named_events(r.text)
     names = [n for n, _ in evs]
     assert text_of(evs) == "w0 w1 w2Hello from the fake Anthropic."
     assert names.count("message_start") == 1

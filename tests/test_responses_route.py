@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 from backends.kinds import chain
-from conftest import LONG, FakeFactory, SidecarFactory, post, tokens
+from conftest import LONG, FakeFactory, SidecarFactory, named_events, post, tokens
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
@@ -32,18 +32,6 @@ def ask(stream: bool = False, **extra: Any) -> dict[str, Any]:
     if stream:
         body["stream"] = True
     return body | extra
-
-
-def events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for block in text.split("\n\n"):
-        lines = block.strip().splitlines()
-        if not lines:
-            continue
-        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), "")
-        data = next(ln[6:] for ln in lines if ln.startswith("data: "))
-        out.append((name, json.loads(data)))
-    return out
 
 
 def output_text(response: dict[str, Any]) -> str:
@@ -231,7 +219,7 @@ async def test_a_native_stream_is_relayed_event_by_event(
     got = await post(http, sc.url, ask(stream=True), PATH)
     assert got.status == 200
     assert got.headers["content-type"].startswith("text/event-stream")
-    evs = events(got.text)
+    evs = named_events(got.text)
     assert evs[-1][0] == "response.completed"
     assert streamed(evs) == "Hello from the fake."
     assert increasing(evs)
@@ -252,7 +240,7 @@ async def test_an_in_band_failure_before_the_first_delta_falls_back(
     assert got.status == 200
     assert got.headers["x-sidecar-backend"] == "claude"
     assert got.headers["x-sidecar-failures"] == "oai=rate_limited"
-    evs = events(got.text)
+    evs = named_events(got.text)
     assert [n for n, _ in evs][:2] == ["response.created", "response.in_progress"]
     assert evs[-1][0] == "response.completed"
     assert streamed(evs) == "Hello from the fake Anthropic."
@@ -269,7 +257,7 @@ async def test_a_stream_that_ends_before_its_first_delta_falls_back_with_no_sse_
     sc = await sidecar(chain(("oai", native), ("claude", claude)))
     got = await post(http, sc.url, ask(stream=True), PATH)
     assert got.headers["x-sidecar-backend"] == "claude"
-    evs = events(got.text)
+    evs = named_events(got.text)
     # One response.created: the failed backend's lifecycle events never reached the caller.
     assert [n for n, _ in evs].count("response.created") == 1
     assert evs[-1][0] == "response.completed"
@@ -283,7 +271,7 @@ async def test_a_native_stream_broken_after_commit_ends_in_one_error_event_never
     sc = await sidecar(chain(("oai", native), OAI_STREAM_IDLE_TIMEOUT_S="0.5"))
     got = await post(http, sc.url, ask(stream=True), PATH)
     assert got.status == 200
-    evs = events(got.text)
+    evs = named_events(got.text)
     names = [n for n, _ in evs]
     assert "response.completed" not in names
     assert names[-1] == "error"
@@ -299,7 +287,7 @@ async def test_a_translated_stream_cut_after_commit_ends_in_an_error_event(
     claude.script(AScript(text=LONG, end="cut", after=3))
     sc = await sidecar(chain(("claude", claude)))
     got = await post(http, sc.url, ask(stream=True), PATH)
-    evs = events(got.text)
+    evs = named_events(got.text)
     names = [n for n, _ in evs]
     assert "response.completed" not in names
     assert names[-1] == "error"
@@ -314,7 +302,7 @@ async def test_a_stream_broken_after_commit_is_recovered_on_a_prefill_backend(
     b = await fake(OScript(text=" " + rest))
     sc = await sidecar(chain(("oai", native), ("b", b), B_PREFILL="true"))
     got = await post(http, sc.url, ask(stream=True), PATH)
-    evs = events(got.text)
+    evs = named_events(got.text)
     assert evs[-1][0] == "response.completed"
     assert streamed(evs) == LONG
     assert increasing(evs)

@@ -9,7 +9,7 @@ import aiohttp
 import anthropic
 import pytest
 from backends.kinds import chain
-from conftest import LONG, FakeFactory, SidecarFactory, post, sse_data
+from conftest import LONG, FakeFactory, SidecarFactory, named_events, post, sse_data
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
@@ -55,16 +55,6 @@ def chat(stream: bool = False, **extra: Any) -> dict[str, Any]:
     if stream:
         body["stream"] = True
     return body | extra
-
-
-def events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for block in text.split("\n\n"):
-        lines = block.strip().splitlines()
-        if lines:
-            name = next((ln[7:] for ln in lines if ln.startswith("event: ")), "")
-            out.append((name, json.loads(next(ln[6:] for ln in lines if ln.startswith("data: ")))))
-    return out
 
 
 def deltas(evs: list[tuple[str, dict[str, Any]]], kind: str, key: str) -> str:
@@ -298,7 +288,7 @@ async def test_openai_reasoning_streams_as_a_thinking_block_before_the_text(
 ) -> None:
     gpt = await fake(OScript(reasoning="Think first.", reasoning_key=key))
     sc = await sidecar(chain(("gpt", gpt)))
-    evs = events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
+    evs = named_events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
     assert block_starts(evs) == [(0, "thinking"), (1, "text")]
     assert deltas(evs, "thinking_delta", "thinking") == "Think first. "
     assert deltas(evs, "text_delta", "text") == "Hello from the fake."
@@ -334,7 +324,7 @@ async def test_reasoning_commits_an_anthropic_stream_so_a_cut_after_it_does_not_
     backup = await fake()
     sc = await sidecar(chain(("gpt", gpt), ("backup", backup)))
     r = await post(http, sc.url, message(stream=True), MESSAGES)
-    evs = events(r.text)
+    evs = named_events(r.text)
     assert deltas(evs, "thinking_delta", "thinking") == "Think long. "
     assert evs[-1][0] == "error"
     assert "message_stop" not in [n for n, _ in evs]
@@ -362,7 +352,7 @@ async def test_bedrock_reasoning_streams_as_a_thinking_block_to_an_anthropic_cal
 ) -> None:
     bedrock.script(BScript(reasoning="Think first."))
     sc = await sidecar(chain(("aws", bedrock)))
-    evs = events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
+    evs = named_events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
     assert block_starts(evs) == [(0, "thinking"), (1, "text")]
     assert deltas(evs, "thinking_delta", "thinking") == "Think first. "
     assert deltas(evs, "text_delta", "text") == "Hello from the fake Bedrock."
@@ -407,7 +397,7 @@ async def test_responses_callers_get_reasoning_items_from_bedrock(
     assert reasoning["type"] == "reasoning"
     assert reasoning["summary"] == [{"type": "summary_text", "text": "Think first."}]
     assert answer["type"] == "message"
-    evs = events((await post(http, sc.url, body | {"stream": True}, RESPONSES)).text)
+    evs = named_events((await post(http, sc.url, body | {"stream": True}, RESPONSES)).text)
     summary = [d["delta"] for n, d in evs if n == "response.reasoning_summary_text.delta"]
     assert "".join(summary) == "Think first. "
     assert evs[-1][0] == "response.completed"
@@ -513,7 +503,7 @@ async def test_a_recovery_continuation_carries_text_only_not_the_new_backends_re
     claude.script(AScript(text=LONG, end="cut", after=3))
     gpt = await fake(OScript(reasoning="Where was I?"))
     sc = await sidecar(chain(("claude", claude), ("gpt", gpt), GPT_PREFILL="true"))
-    evs = events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
+    evs = named_events((await post(http, sc.url, message(stream=True), MESSAGES)).text)
     assert deltas(evs, "text_delta", "text") == "w0 w1 w2Hello from the fake."
     assert deltas(evs, "thinking_delta", "thinking") == ""
     assert block_starts(evs) == [(0, "text")]
