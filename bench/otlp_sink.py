@@ -8,10 +8,10 @@ so the report can show that spans were sent at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 from aiohttp import web
+
+from bench.relay import serve_app
 
 EXPORTS = web.AppKey("exports", list[int])
 
@@ -35,17 +35,7 @@ def create_app() -> web.Application:
 
 
 async def serve(host: str, port: int) -> None:
-    runner = web.AppRunner(create_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(create_app(), host, port)
 
 
 def main() -> None:

@@ -66,7 +66,12 @@ def create_app(upstream: str, max_connections: int) -> web.Application:
 
 
 async def serve(host: str, port: int, upstream: str, max_connections: int) -> None:
-    runner = web.AppRunner(create_app(upstream, max_connections), access_log=None)
+    await serve_app(create_app(upstream, max_connections), host, port)
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> None:
+    """Serves `app` until SIGTERM or SIGINT (the bench's aiohttp processes)."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=4096).start()
     stop = asyncio.Event()
