@@ -1,5 +1,6 @@
 import asyncio
 import io
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -223,6 +224,13 @@ def streamed_text(text: str) -> str:
             for choice in obj.get("choices", []):
                 parts.append(choice.get("delta", {}).get("content") or "")
     return "".join(parts)
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at each of `cuts` (modulo its length): the pieces a stream reader is fed."""
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 Serve = Callable[[bytes], Awaitable[str]]
