@@ -1,15 +1,27 @@
-"""The fallback chain over real loopback HTTP: every failure class, retries, budgets, exhaustion."""
+"""The fallback chain over real loopback HTTP: every failure class, retries, budgets, exhaustion;
+and the chain and its circuits on a fake transport and a fake clock (`fakes.transport`)."""
 
 import asyncio
 import contextlib
 import socket
+from collections import deque
 
 import aiohttp
 import orjson
 import pytest
-from conftest import FakeFactory, SidecarFactory, chain_env, chat, post, sse_data, streamed_text
+from conftest import (
+    FakeClock,
+    FakeFactory,
+    SidecarFactory,
+    chain_env,
+    chat,
+    post,
+    sse_data,
+    streamed_text,
+)
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import Script, chunk
+from fakes.transport import FakeResponse, FakeTransport
 
 QUOTA = {
     "error": {
@@ -599,3 +611,60 @@ async def test_a_request_the_translation_chokes_on_is_a_400_naming_why_and_the_r
     assert "TypeError" in record.getMessage()
     assert record.fields == {"request_id": "req-untranslatable", "backend": "c"}  # type: ignore[attr-defined]
     assert claude.seen == []
+
+
+# ------------------------------------------------- on a fake transport and a fake clock
+# The `Upstream` protocol and `create_app(upstream=, clock=)`: the chain and its circuits with no
+# upstream server; the wire itself is the loopback tests' business.
+
+FAKE_TRANSPORT_ENV = {
+    "SIDECAR_BACKENDS": "a,b",
+    "A_BASE_URL": "http://a.invalid/v1",
+    "B_BASE_URL": "http://b.invalid/v1",
+    "SIDECAR_CIRCUIT_FAILURES": "1",
+    "SIDECAR_CIRCUIT_COOLDOWN_S": "10",
+}
+
+
+def overloaded() -> FakeResponse:
+    return FakeResponse(503, b'{"error": {"message": "busy"}}')
+
+
+async def test_a_503_falls_back_and_every_response_is_closed_once_read(
+    sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    transport = FakeTransport()
+    transport.queues["a"] = deque([overloaded()])
+    sc = await sidecar(FAKE_TRANSPORT_ENV, upstream=transport, clock=FakeClock())
+    r = await post(http, sc.url, chat())
+    assert (r.status, r.headers["x-sidecar-backend"]) == (200, "b")
+    assert r.headers["x-sidecar-failures"] == "a=overloaded"
+    assert [name for name, _ in transport.sent] == ["a", "b"]
+    assert all(resp.closed for resp in transport.responses)
+
+
+async def test_an_open_circuit_skips_the_backend_until_the_clock_passes_its_cooldown(
+    sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    transport, clock = FakeTransport(), FakeClock()
+    transport.queues["a"] = deque([overloaded()])
+    sc = await sidecar(FAKE_TRANSPORT_ENV, upstream=transport, clock=clock)
+    await post(http, sc.url, chat())
+    skipped = await post(http, sc.url, chat())
+    assert skipped.headers["x-sidecar-failures"] == "a=circuit_open"
+    clock.advance(10 * 1.2)  # the longest jittered cooldown
+    probe = await post(http, sc.url, chat())
+    assert probe.headers["x-sidecar-backend"] == "a"
+    assert [name for name, _ in transport.sent] == ["a", "b", "b", "a"]
+
+
+async def test_each_attempt_carries_the_backends_own_credential_and_the_request_id(
+    sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    transport = FakeTransport()
+    sc = await sidecar({**FAKE_TRANSPORT_ENV, "A_API_KEY": "sk-a-0123456789"}, upstream=transport)
+    await post(http, sc.url, chat(), headers={"x-request-id": "rid-7", "authorization": "x"})
+    _, req = transport.sent[0]
+    assert req.headers["authorization"] == "Bearer sk-a-0123456789"
+    assert req.headers["x-request-id"] == "rid-7"
+    assert req.url == "http://a.invalid/v1/chat/completions"
