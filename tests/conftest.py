@@ -13,11 +13,13 @@ from fakes.anthropic_upstream import FakeAnthropic
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.gemini_upstream import FakeGemini
 from fakes.openai_upstream import FakeOpenAI, Script
+from fakes.otlp_receiver import OtlpReceiver
 from fakes.vertex_upstream import FakeGoogleAuth, FakeVertex
 from prometheus_client import CollectorRegistry
 
 from sidecar.app import Sidecar, create_app
 from sidecar.config import load_config
+from sidecar.tracing import AttemptInfo
 
 
 @dataclass
@@ -62,8 +64,28 @@ async def wait_until(
         await asyncio.sleep(0.005)
 
 
+def attempt_info(backend: str, attempt: int, model: str | None = "gpt-4o-mini") -> AttemptInfo:
+    """An upstream attempt as the chain describes it to the tracer (azure1 is an Azure backend)."""
+    return AttemptInfo(
+        backend=backend,
+        kind="azure" if backend == "azure1" else "openai",
+        operation="chat",
+        model=model,
+        server_address="127.0.0.1",
+        server_port=8443,
+        attempt=attempt,
+    )
+
+
 SidecarFactory = Callable[..., Awaitable[Running]]
 FakeFactory = Callable[..., Awaitable[FakeOpenAI]]
+
+# The W3C Trace Context example: a caller's trace the sidecar must continue.
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+# Message content that no span may record.
+PROMPT = "the secret plan is in the prompt"
 
 # Twenty words: a stream that breaks `after=3` deltas has committed and still had more to say.
 LONG = " ".join(f"w{i}" for i in range(20))
@@ -117,6 +139,13 @@ async def vertex(auth: FakeGoogleAuth) -> AsyncIterator[FakeVertex]:
     f = await FakeVertex(auth).start()
     yield f
     await f.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OtlpReceiver]:
+    r = await OtlpReceiver().start()
+    yield r
+    await r.stop()
 
 
 @pytest.fixture

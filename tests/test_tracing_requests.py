@@ -2,27 +2,24 @@
 decodes the protobuf: one SERVER span per request, one CLIENT span per upstream attempt, the
 caller's W3C context continued and each attempt's own sent upstream."""
 
-from collections.abc import AsyncIterator
-
 import aiohttp
-import pytest_asyncio
 from backends.kinds import chain
-from conftest import FakeClock, FakeFactory, Running, SidecarFactory, chain_env, chat, post
+from conftest import (
+    CALLER_SPAN,
+    CALLER_TRACE,
+    PROMPT,
+    TRACEPARENT,
+    FakeClock,
+    FakeFactory,
+    Running,
+    SidecarFactory,
+    chain_env,
+    chat,
+    post,
+)
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import Script
 from fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
-
-CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-CALLER_SPAN = "00f067aa0ba902b7"
-TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
-PROMPT = "the secret plan is in the prompt"
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[OtlpReceiver]:
-    r = await OtlpReceiver().start()
-    yield r
-    await r.stop()
 
 
 async def _spans(sc: Running, receiver: OtlpReceiver, count: int) -> list[ReceivedSpan]:
