@@ -4,6 +4,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -132,6 +133,16 @@ async def auth() -> AsyncIterator[FakeGoogleAuth]:
     f = await FakeGoogleAuth().start()
     yield f
     await f.stop()
+
+
+@pytest.fixture
+def no_real_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """google-auth reads the process environment: keep it off this machine's credentials and
+    off Google's metadata address."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 with google-auth getting its tokens from a fake token endpoint or metadata server on loopback.
 Nothing reaches Google."""
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import anthropic
 import pytest
-from conftest import Running, SidecarFactory, chat, post, sse_data, streamed_text, wait_until
+from conftest import Running, SidecarFactory, chat, post, sse_data, streamed_text
 from fakes import anthropic_upstream
 from fakes.gemini_upstream import FakeGemini
 from fakes.gemini_upstream import error as gemini_error
@@ -18,20 +17,12 @@ from fakes.vertex_upstream import FakeGoogleAuth, FakeVertex
 
 from sidecar.config import load_config
 from sidecar.settings import ConfigError
-from sidecar.upstream_google import GoogleToken
 
 CLAUDE = "publishers/anthropic/models/claude-sonnet-4-5@20250929"
 GEMINI = "publishers/google/models/gemini-2.5-pro"
 
 
-@pytest.fixture(autouse=True)
-def no_real_google(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """google-auth reads the process environment: keep it off this machine's credentials and
-    off Google's metadata address."""
-    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
-    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+pytestmark = pytest.mark.usefixtures("no_real_google")
 
 
 def vertex_env(
@@ -237,35 +228,6 @@ async def test_a_failed_token_falls_back_when_auth_is_a_fallback_class(
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == "v=auth"
     assert r.headers["x-sidecar-backend"] == "g"
-
-
-async def test_tokens_are_refreshed_before_they_expire_off_the_request_path(
-    auth: FakeGoogleAuth, tmp_path: Path
-) -> None:
-    auth.expires_in = 300.3  # the refresh is due 0.3 s after the first fetch
-    token = GoogleToken(auth.service_account_file(tmp_path))
-    try:
-        assert await token.header() == "Bearer ya29.fake-1"
-        await wait_until(lambda: token.refreshes == 2, what="a background refresh")
-        assert await token.header() == "Bearer ya29.fake-2"
-        assert auth.grants == ["jwt-bearer", "jwt-bearer"]
-    finally:
-        await token.close()
-
-
-async def test_a_failed_background_refresh_keeps_the_valid_token(
-    auth: FakeGoogleAuth, tmp_path: Path
-) -> None:
-    auth.expires_in = 300.2
-    token = GoogleToken(auth.service_account_file(tmp_path))
-    try:
-        await token.header()
-        auth.fail_with = 503
-        await wait_until(lambda: len(auth.grants) == 2, what="a background refresh")
-        await asyncio.sleep(0.05)
-        assert await token.header() == "Bearer ya29.fake-1"
-    finally:
-        await token.close()
 
 
 async def test_a_vertex_error_in_googles_shape_reaches_an_anthropic_caller_in_its_own(
