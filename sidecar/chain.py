@@ -27,6 +27,7 @@ from sidecar import replies
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
 from sidecar.call import Answer, Call, UpstreamRequest
 from sidecar.circuit import Circuit, CircuitState
+from sidecar.deadline import Deadline, Deadlines
 from sidecar.failure import (
     RETRYABLE,
     Failure,
@@ -130,10 +131,19 @@ class Outcome:
         return next((a.backend for a in reversed(self.attempts) if a.sent), None)
 
     def headers(self) -> dict[str, str]:
-        h = {"x-sidecar-attempts": str(self.sent)}
-        if (backend := self.backend) is not None:
+        # One pass over the attempts: this runs for every answer.
+        sent = 0
+        backend = None
+        failures = []
+        for a in self.attempts:
+            if a.sent:
+                sent += 1
+                backend = a.backend
+            if a.cls is not None:
+                failures.append(f"{a.backend}={a.cls}")
+        h = {"x-sidecar-attempts": str(sent)}
+        if backend is not None:
             h["x-sidecar-backend"] = backend
-        failures = [f"{a.backend}={a.cls}" for a in self.attempts if a.cls is not None]
         if failures:
             h["x-sidecar-failures"] = ",".join(failures)
         if self.exhausted:
@@ -157,6 +167,13 @@ class FallbackChain:
         self._fallback_on = settings.fallback_classes
         self._series = [metrics.series(name, m.name) for m in self.members]
         self._exhausted = metrics.exhausted.labels(name)
+        self._deadlines: Deadlines | None = None
+
+    def _deadline_at(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
+        d = self._deadlines
+        if d is None or d.loop is not loop:  # tests run one chain on more than one loop
+            d = self._deadlines = Deadlines(loop)
+        return d.at(when)
 
     async def forward(self, call: Call, trail: list[AttemptRecord] | None = None) -> Outcome:
         """`trail`, when given, is filled as the chain goes: a request cancelled half-way still
@@ -332,7 +349,7 @@ class FallbackChain:
         status: int | None = None
         span = a.call.trace.attempt(self._attempt_info(a) if a.call.trace.traced else UNTRACED)
         try:
-            async with asyncio.timeout(limit):
+            async with self._deadline_at(loop, start + limit):
                 result, status = await self._exchange(a, start, span)
         except TimeoutError:
             what = (

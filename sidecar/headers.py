@@ -18,8 +18,10 @@ caller's `authorization`, `x-api-key` and `api-key` never cross. Names are lower
 way through, so that merging with the sidecar's own headers replaces rather than doubles one.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
+
+from multidict import CIMultiDict, CIMultiDictProxy
 
 # Headers aiohttp computes itself or that must never cross the sidecar (RFC 9110 §7.6.1).
 HOP_BY_HOP: Final = frozenset(
@@ -74,12 +76,12 @@ RELAYED: Final[Mapping[str, tuple[str, ...]]] = {
 
 def hop_by_hop(headers: Mapping[str, str]) -> frozenset[str]:
     """HOP_BY_HOP plus every field a `Connection` header names: those are hop-by-hop too."""
-    named = {
-        name.strip().lower()
-        for k, v in headers.items()
-        if k.lower() == "connection"
-        for name in v.split(",")
-    }
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        # aiohttp's own headers: a case-blind lookup instead of a walk over every field.
+        values: Iterable[str] = headers.getall("connection", ())
+    else:
+        values = (v for k, v in headers.items() if k.lower() == "connection")
+    named = {name.strip().lower() for v in values for name in v.split(",")}
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
@@ -89,7 +91,8 @@ def to_upstream(headers: Mapping[str, str], *, passthrough: bool) -> dict[str, s
     if passthrough:
         never = NEVER_FORWARDED | hop
         return {k.lower(): v for k, v in headers.items() if k.lower() not in never}
-    out = {k.lower(): v for k, v in headers.items() if k.lower() in FORWARDED - hop}
+    forwarded = FORWARDED if hop is HOP_BY_HOP else FORWARDED - hop
+    out = {k.lower(): v for k, v in headers.items() if k.lower() in forwarded}
     out["content-type"] = "application/json"
     return out
 

@@ -47,6 +47,13 @@ def test_headers_the_connection_header_names_never_cross_either_way() -> None:
     assert "x-ratelimit-limit-requests" not in h.passed_through(answered)
 
 
+def test_every_connection_header_counts_in_a_multidict_and_in_a_plain_mapping() -> None:
+    twice = CIMultiDict([("Connection", "X-A"), ("connection", "x-b"), ("X-A", "1"), ("X-B", "2")])
+    assert h.to_upstream(twice, passthrough=True) == {}
+    plain = {"Connection": "X-A", "X-A": "1", "X-C": "3"}
+    assert h.to_upstream(plain, passthrough=True) == {"x-c": "3"}
+
+
 def test_each_upstream_wire_relays_its_own_prefixes() -> None:
     answered = CIMultiDict(
         {
