@@ -171,7 +171,7 @@ class FallbackChain:
 
     def _deadline_at(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
         d = self._deadlines
-        if d is None or d.loop is not loop:  # tests run one chain on more than one loop
+        if d is None or d.loop is not loop:  # built on first use: a chain may be made before its loop runs
             d = self._deadlines = Deadlines(loop)
         return d.at(when)
 
