@@ -171,7 +171,8 @@ class FallbackChain:
 
     def _deadline_at(self, loop: asyncio.AbstractEventLoop, when: float) -> Deadline:
         d = self._deadlines
-        if d is None or d.loop is not loop:  # built on first use: a chain may be made before its loop runs
+        # Made on first use: a chain may be built before its loop runs.
+        if d is None or d.loop is not loop:
             d = self._deadlines = Deadlines(loop)
         return d.at(when)
 

@@ -92,7 +92,7 @@ def to_upstream(headers: Mapping[str, str], *, passthrough: bool) -> dict[str, s
         never = NEVER_FORWARDED | hop
         return {k.lower(): v for k, v in headers.items() if k.lower() not in never}
     forwarded = FORWARDED if hop is HOP_BY_HOP else FORWARDED - hop
-    out = {k.lower(): v for k, v in headers.items() if k.lower() in forwarded}
+    out = {low: v for k, v in headers.items() if (low := k.lower()) in forwarded}
     out["content-type"] = "application/json"
     return out
 
@@ -106,10 +106,11 @@ def kept_by(headers: Mapping[str, str], kept: frozenset[str], prefix: str = "") 
 def relayed(headers: Mapping[str, str], wire: str) -> dict[str, str]:
     """Upstream → caller on the routes the sidecar understands."""
     prefixes = RELAYED[wire]
-    hop = hop_by_hop(headers)
-    return {
-        k: v for k, v in headers.items() if k.lower().startswith(prefixes) and k.lower() not in hop
-    }
+    out = {k: v for k, v in headers.items() if k.lower().startswith(prefixes)}
+    if out:  # the Connection header is looked at only when there is something it could name
+        hop = hop_by_hop(headers)
+        out = {k: v for k, v in out.items() if k.lower() not in hop}
+    return out
 
 
 def passed_through(headers: Mapping[str, str]) -> dict[str, str]:
