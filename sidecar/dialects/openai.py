@@ -19,7 +19,7 @@ import orjson
 
 from sidecar.call import StreamAdapter, StreamStep, Usage
 from sidecar.dialects.error_types import openai_error_type
-from sidecar.dialects.sse import SSEDecoder
+from sidecar.dialects.sse import SSEDecoder, valid_utf8
 from sidecar.failure import FailureClass, classify_error_event
 
 DONE = b"data: [DONE]\n\n"
@@ -103,17 +103,6 @@ def _prepend(out: list[bytes], data: bytes, parts: list[bytes], start: int) -> l
     return out
 
 
-def _utf8(data: bytes) -> bool:
-    # msgspec does not check the UTF-8 of the fields it skips; the exact path would replace it.
-    if data.isascii():
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _events_of(data: bytes) -> list[bytes]:
     """The events of a chunk that ends with a blank line, without their blank lines."""
     parts = data.split(b"\n\n")
@@ -171,7 +160,7 @@ class OpenAIStream(StreamAdapter):
             or data[:6] != b"data: "
             or b"\r" in data
             or b"\n" in b"".join(payloads)
-            or not _utf8(data)
+            or not valid_utf8(data)
         ):
             return self._each(data, _events_of(data), 0, StreamStep())
         text = self.text

@@ -78,7 +78,19 @@ class SSEDecoder:
             self._event = value
 
 
-def json_object(data: str) -> dict[str, Any] | None:
+def valid_utf8(data: bytes) -> bool:
+    # The stream fast paths relay bytes msgspec has not checked (it skips the fields it does not
+    # read), where the SSE decoder would replace invalid UTF-8.
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def json_object(data: str | bytes) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:

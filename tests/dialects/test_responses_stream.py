@@ -6,7 +6,7 @@ import openai
 import orjson
 import pytest
 from conftest import Serve
-from fakes.responses_upstream import Script, event, stream_events
+from fakes.responses_upstream import USAGE, Script, event, stream_events
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -213,3 +213,177 @@ async def test_a_native_head_and_a_translated_continuation_accumulate_in_the_sdk
     assert final.output_text == "Hello there, friend."
     assert final.id == "resp_fake"
     assert numbers == sorted(set(numbers))
+
+
+def read_all(*reads: bytes) -> tuple[object, ...]:
+    """What a stream's reads come to, as the relay reads them: it stops at an error or a final
+    event."""
+    a = ResponsesStream()
+    steps: list[StreamStep] = []
+    for r in reads:
+        steps.append(a.feed(r))
+        if steps[-1].error is not None or steps[-1].done:
+            break
+    else:
+        steps.append(a.end())
+    return (
+        any(s.content for s in steps),
+        any(s.finished for s in steps),
+        any(s.done for s in steps),
+        next((s.error for s in steps if s.error is not None), None),
+        "".join(a.text),
+        a.text_only,
+        a.usage,
+        a.cursor(),
+        b"".join(s.out for s in steps),
+    )
+
+
+def byte_by_byte(read: bytes) -> tuple[object, ...]:
+    # A byte at a time, no read holds a whole event: every event goes through the SSE decoder.
+    return read_all(*(read[i : i + 1] for i in range(len(read))))
+
+
+SCRIPTS = {
+    "text": Script(text="one two three"),
+    "reasoning and text": Script(text="one two", reasoning="Hm."),
+    "function call": Script(call=("exec_command", '{"cmd": "ls -la /tmp"}')),
+    "refusal": Script(text="x"),
+}
+
+
+def whole_read(script: Script) -> bytes:
+    raw = b"".join(events_of(script))
+    if script is SCRIPTS["refusal"]:
+        raw = raw.replace(b"response.output_text.delta", b"response.refusal.delta")
+    return raw
+
+
+@pytest.mark.parametrize("script", SCRIPTS.values(), ids=SCRIPTS.keys())
+def test_a_read_of_whole_events_goes_out_as_itself_with_the_exact_decoders_signals(
+    script: Script,
+) -> None:
+    read = whole_read(script)
+    step = ResponsesStream().feed(read)
+    assert step.out is read  # one slice of the read: nothing re-framed, nothing joined
+    assert step.done
+    assert read_all(read) == byte_by_byte(read)
+
+
+def test_a_read_of_only_opening_events_does_not_commit_and_one_more_delta_does() -> None:
+    raw = events_of(Script(text="Hello there"))
+    opening = b"".join(raw[:4])  # created, in_progress, an empty message added, its part added
+    assert not ResponsesStream().feed(opening).content
+    empty = event("response.output_text.delta", {"item_id": "msg_fake", "delta": ""}, 4)
+    assert not ResponsesStream().feed(opening + empty).content
+    assert ResponsesStream().feed(opening + empty + raw[4]).content
+
+
+HEAD = events_of(Script(text="one two three four"))[:6]  # through the second text delta
+TAIL = events_of(Script(text="one two three four"))[6:]
+
+
+def _delta(**fields: object) -> bytes:
+    body = {"type": "response.output_text.delta", "item_id": "msg_fake", **fields}
+    return b"event: response.output_text.delta\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+ODD_EVENTS = {
+    "malformed json": b"event: response.output_text.delta\ndata: {not json\n\n",
+    "not an object": b"event: response.output_text.delta\ndata: [1]\n\n",
+    "delta not a string": _delta(delta=["x"], sequence_number=6),
+    "delta null": _delta(delta=None, sequence_number=6),
+    "number a float": _delta(delta=" x", sequence_number=6.0),
+    "number a bool": _delta(delta=" x", sequence_number=True),
+    "number null": _delta(delta=" x", sequence_number=None),
+    "number missing": _delta(delta=" x"),
+    "number behind": _delta(delta=" x", sequence_number=1),
+    "number ahead": _delta(delta=" x", sequence_number=40),
+    "item id a number": _delta(delta=" x", sequence_number=6, item_id=7),
+    "another item's text": _delta(delta=" x", sequence_number=6, item_id="msg_other"),
+    "a function call delta": event(
+        "response.function_call_arguments.delta", {"item_id": "fc", "delta": "{"}, 6
+    ),
+    "a reasoning delta": event(
+        "response.reasoning_summary_text.delta", {"item_id": "rs", "delta": "Hm"}, 6
+    ),
+    "an error event": event("error", {"code": "rate_limit_exceeded", "message": "slow"}, 6),
+    "a failed response": event(
+        "response.failed", {"response": {"error": {"code": "server_error", "message": "x"}}}, 6
+    ),
+    "an empty event name": b"event: \ndata: "
+    + orjson.dumps({"type": "response.output_text.delta", "delta": " x", "sequence_number": 6})
+    + b"\n\n",
+    "no event line": b"data: "
+    + orjson.dumps({"type": "response.output_text.delta", "delta": " x", "sequence_number": 6})
+    + b"\n\n",
+    "an event line without its data": b"event: response.output_text.delta\n\n",
+    "no space after data:": b'event: response.output_text.delta\ndata:{"delta":" x"}\n\n',
+    "a comment": b": keep-alive\n\n",
+    "an id line": b'id: 6\nevent: response.output_text.delta\ndata: {"delta":" x"}\n\n',
+    "data on two lines": b'event: response.output_text.delta\ndata: {"delta":\ndata: " x"}\n\n',
+    "json across lines": b'event: response.output_text.delta\ndata: {"delta":\n" x"}\n\n',
+    # Three lines apart as whole events are, but the first has no blank line after it.
+    "two events without a blank line between": b"event: response.output_text.delta\ndata: "
+    b'{"delta":" x"}\nevent: response.output_text.delta\ndata: {"delta":" y"}\n\n\n',
+    "crlf": _delta(delta=" x", sequence_number=6).replace(b"\n", b"\r\n"),
+    "bad utf-8 in a field not read": b'event: response.output_text.delta\ndata: {"x":"\xff",'
+    b'"delta":" x"}\n\n',
+    "deep nesting in a field not read": b'event: response.output_text.delta\ndata: {"x":'
+    + b"[" * 1000
+    + b"]" * 1000
+    + b',"delta":" x"}\n\n',
+    "an early final event": event("response.completed", {"response": {"usage": USAGE}}, 6),
+    "a final event without a response": event("response.incomplete", {"response": None}, 6),
+    "a final event whose usage is not an object": event(
+        "response.completed", {"response": {"usage": 7}}, 6
+    ),
+    "an unknown event": event("response.audio.delta", {"delta": "AAAA"}, 6),
+}
+
+
+@pytest.mark.parametrize("odd", ODD_EVENTS.values(), ids=ODD_EVENTS.keys())
+def test_an_odd_event_in_a_read_gives_what_the_exact_decoder_gives(odd: bytes) -> None:
+    read = b"".join([*HEAD, odd, *TAIL])
+    exact = byte_by_byte(read)
+    assert read_all(read) == exact
+    # The same event alone in its read, and as the first and the last event of one.
+    assert read_all(*HEAD, odd, *TAIL) == exact
+    assert read_all(b"".join(HEAD), odd + b"".join(TAIL)) == exact
+    assert read_all(b"".join(HEAD) + odd, b"".join(TAIL)) == exact
+
+
+def test_a_malformed_event_inside_a_read_ends_its_output_at_the_events_before_it() -> None:
+    bad = ODD_EVENTS["malformed json"]
+    step = ResponsesStream().feed(b"".join([*HEAD, bad, *TAIL]))
+    assert step.out == b"".join(HEAD)
+    assert step.error is not None and step.error[0] is F.INVALID_RESPONSE
+    assert orjson.loads(step.error[1].split(b"data: ")[1])["sequence_number"] == 6
+
+
+def test_a_final_event_inside_a_read_ends_its_output_there() -> None:
+    final = ODD_EVENTS["an early final event"]
+    step = ResponsesStream().feed(b"".join([*HEAD, final, *TAIL]))
+    assert step.out == b"".join([*HEAD, final])
+    assert step.done and step.finished
+
+
+def test_after_a_read_split_inside_an_event_whole_reads_go_out_as_themselves_again() -> None:
+    a = ResponsesStream()
+    head = b"".join(HEAD)
+    cut = len(head) - 20
+    first, second = a.feed(head[:cut]), a.feed(head[cut:])
+    assert first.out + second.out == head
+    tail = b"".join(TAIL)
+    assert a.feed(tail).out is tail
+    assert "".join(a.text) == "one two three four"
+
+
+def test_a_read_that_falls_back_after_its_first_delta_commits_and_keeps_its_bytes() -> None:
+    raw = events_of(Script(text="Hello there"))
+    assert types(raw[4]) == ["response.output_text.delta"]
+    # Three lines like a whole event, but `event:` without its space: read by the SSE decoder.
+    odd = b'event:response.output_text.done\ndata: {"sequence_number":5}\n\n'
+    step = ResponsesStream().feed(b"".join(raw[:5]) + odd)
+    assert step.content
+    assert step.out == b"".join(raw[:5]) + odd.replace(b"event:", b"event: ")
