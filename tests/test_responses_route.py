@@ -294,6 +294,40 @@ async def test_a_translated_stream_cut_after_commit_ends_in_an_error_event(
     assert increasing(evs)
 
 
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+async def test_reasoning_from_a_chat_backend_commits_a_responses_stream(
+    key: str,
+    fake: FakeFactory,
+    claude: FakeAnthropic,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    local = await fake(OScript(reasoning="Think first.", reasoning_key=key, end="cut", after=0))
+    sc = await sidecar(chain(("local", local), ("claude", claude), LOCAL_RESPONSES="chat"))
+    got = await post(http, sc.url, ask(stream=True), PATH)
+    # The caller was sent reasoning: the cut after it is after the commit, and not a fallback.
+    assert got.headers["x-sidecar-backend"] == "local"
+    assert claude.seen == []
+    evs = named_events(got.text)
+    names = [n for n, _ in evs]
+    thought = "".join(d["delta"] for n, d in evs if n == "response.reasoning_summary_text.delta")
+    assert thought == "Think first. "
+    assert names[-1] == "error" and "response.completed" not in names
+    assert increasing(evs)
+
+
+async def test_a_chat_backend_cut_before_any_reasoning_or_text_falls_back(
+    fake: FakeFactory, claude: FakeAnthropic, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    local = await fake(OScript(end="role_only"))
+    sc = await sidecar(chain(("local", local), ("claude", claude), LOCAL_RESPONSES="chat"))
+    got = await post(http, sc.url, ask(stream=True), PATH)
+    assert got.headers["x-sidecar-backend"] == "claude"
+    evs = named_events(got.text)
+    assert [n for n, _ in evs].count("response.created") == 1
+    assert streamed(evs) == "Hello from the fake Anthropic."
+
+
 async def test_a_stream_broken_after_commit_is_recovered_on_a_prefill_backend(
     native: FakeResponses, fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:

@@ -17,6 +17,7 @@ import orjson
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable, json_object_body
 from sidecar.call import Answer, Call, Route, StreamAdapter, StreamStep, UpstreamRequest
 from sidecar.dialects.errors import TranslationError
+from sidecar.dialects.openai_response import reasoning_text
 from sidecar.dialects.responses_request import ToolNames, native_only, to_chat
 from sidecar.dialects.responses_response import chat_to_response
 from sidecar.dialects.responses_stream import ResponsesSink
@@ -73,7 +74,10 @@ class ChatToResponses(StreamAdapter):
     """A backend's chat stream adapter, its OpenAI chat events written as Responses events.
 
     The inner adapter keeps its own reading of the upstream (its commit signals, usage and
-    in-band error classes); this one only re-writes what it relays."""
+    in-band error classes); this one re-writes what it relays, and adds the one signal the chat
+    rules lack: reasoning, which the caller gets as `response.reasoning_summary_text.delta`, is
+    content for a Responses stream (README "Reasoning across vendors"), as it is on the pivot's
+    streams."""
 
     __slots__ = ("_decoder", "_inner", "_sink")
 
@@ -96,7 +100,7 @@ class ChatToResponses(StreamAdapter):
             self._inner.text_only,
         )
         self.finish_reasons = self._inner.finish_reasons
-        step.out = self._write(self._decoder.feed(step.out) if step.out else [])
+        step.out = self._write(self._decoder.feed(step.out) if step.out else [], step)
         if step.done:
             step.out += self._sink.close()
         if step.error is not None:
@@ -104,11 +108,13 @@ class ChatToResponses(StreamAdapter):
             step.error = (cls, self._sink.error_event(_envelope(raw)))
         return step
 
-    def _write(self, events: list[SSEEvent]) -> bytes:
+    def _write(self, events: list[SSEEvent], step: StreamStep) -> bytes:
         out: list[bytes] = []
         for ev in events:
             chunk = json_object(ev.data) if ev.data != "[DONE]" else None
             if chunk is not None and "error" not in chunk:
+                if _reasons(chunk):
+                    step.content = True
                 out.append(self._sink.write(chunk))
         return b"".join(out)
 
@@ -119,8 +125,16 @@ class ChatToResponses(StreamAdapter):
         return self._sink.terminal_error(message, error_type)
 
     def terminator(self) -> bytes:
-        owed = self._write(self._decoder.feed(self._inner.terminator()))
+        owed = self._write(self._decoder.feed(self._inner.terminator()), StreamStep())
         return owed + self._sink.close()
+
+
+def _reasons(chunk: JSON) -> bool:
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and isinstance(d := c.get("delta"), dict) and bool(reasoning_text(d))
+        for c in choices
+    )
 
 
 def _envelope(raw: bytes) -> JSON:
