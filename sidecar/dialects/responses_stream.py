@@ -116,6 +116,22 @@ class _Final(msgspec.Struct):
 
 
 _decode_final = msgspec.json.Decoder(_Final).decode
+
+
+class _OpeningResponse(msgspec.Struct, gc=False):
+    id: str | None = None
+    created_at: int | None = None
+
+
+class _Lifecycle(msgspec.Struct, gc=False):
+    """`response.created` / `response.queued` / `response.in_progress`, as far as the sidecar
+    reads it."""
+
+    sequence_number: int | None = None
+    response: _OpeningResponse | None = None
+
+
+_decode_lifecycle = msgspec.json.Decoder(_Lifecycle).decode
 # The event lines of the content deltas.
 _TEXT_LINE: Final = b"event: response.output_text.delta"
 _REASONING_LINE: Final = b"event: response.reasoning_summary_text.delta"
@@ -123,6 +139,7 @@ _OTHER_DELTA_LINES: Final = frozenset(
     b"event: " + n.encode() for n in CONTENT_DELTAS - {"response.output_text.delta"}
 )
 _FINAL_LINES: Final = frozenset(b"event: " + n.encode() for n in FINAL)
+_LIFECYCLE_LINES: Final = frozenset(b"event: " + n.encode() for n in LIFECYCLE)
 
 
 class ResponsesStream(StreamAdapter):
@@ -155,14 +172,15 @@ class ResponsesStream(StreamAdapter):
         # each one `event: NAME` line, one `data: DATA` line and a blank line, with no CR and
         # nothing pending in the decoder. Split on its line breaks, such a read is exactly three
         # lines per event and the empty one after its last line break, every third one blank.
-        # Content deltas (most of a stream) and the final event are decoded into typed structs
-        # that skip what is not read (a final event repeats the whole output); a field of another
-        # type than the struct's, and every other event, is read in full as the SSE decoder's
-        # events are. Every event the sidecar does not change goes out as the upstream's bytes,
-        # the read as one slice of itself. Anything else (a comment, an `id:` line, multi-line
-        # data, an event without an `event:` line, a split read) goes to the SSE decoder from the
-        # event where it starts, which is exact. As on the chat path, a number beyond double
-        # range in a field the sidecar does not read passes here, where orjson refuses it.
+        # Content deltas (most of a stream), the lifecycle events and the final event are decoded
+        # into typed structs that skip what is not read (a final event repeats the whole output,
+        # a lifecycle event the request's settings); a field of another type than the struct's,
+        # and every other event, is read in full as the SSE decoder's events are. Every event the
+        # sidecar does not change goes out as the upstream's bytes, the read as one slice of
+        # itself. Anything else (a comment, an `id:` line, multi-line data, an event without an
+        # `event:` line, a split read) goes to the SSE decoder from the event where it starts,
+        # which is exact. As on the chat path, a number beyond double range in a field the
+        # sidecar does not read passes here, where orjson refuses it.
         if not (self._framed and data[-2:] == b"\n\n") or b"\r" in data or not valid_utf8(data):
             return self._slow(data, StreamStep())
         lines = data.split(b"\n")
@@ -236,6 +254,19 @@ class ResponsesStream(StreamAdapter):
                     end = i + 3
                     step.out = data if end == len(lines) - 1 else data[: _offset(lines, end)]
                     return step
+            elif head in _LIFECYCLE_LINES:
+                try:
+                    life = _decode_lifecycle(payload)
+                except (msgspec.DecodeError, RecursionError):
+                    pass
+                else:
+                    n = life.sequence_number
+                    seq = seq + 1 if n is None else max(seq, n + 1)
+                    if (opening := life.response) is not None:
+                        self._response_id = opening.id or self._response_id
+                        if opening.created_at is not None:
+                            self._created_at = opening.created_at
+                    continue
             if head[:7] != b"event: " or len(head) == 7:
                 # Not an event line, or an empty name (the event is relayed named by its type).
                 return self._rest(data, lines, i, seq, content or len(text) > seen, step)

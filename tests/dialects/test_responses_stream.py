@@ -338,6 +338,20 @@ ODD_EVENTS = {
     "a final event whose usage is not an object": event(
         "response.completed", {"response": {"usage": 7}}, 6
     ),
+    "a lifecycle event with a new id": event(
+        "response.in_progress", {"response": {"id": "resp_2", "created_at": 5}}, 6
+    ),
+    "a lifecycle event with an empty id": event(
+        "response.in_progress", {"response": {"id": "", "created_at": None}}, 6
+    ),
+    "a lifecycle event whose id is a number": event(
+        "response.in_progress", {"response": {"id": 7}}, 6
+    ),
+    "a lifecycle event whose created_at is a bool": event(
+        "response.in_progress", {"response": {"created_at": True}}, 6
+    ),
+    "a lifecycle event numbered ahead": event("response.in_progress", {"response": {}}, 40),
+    "a lifecycle event without a response": event("response.queued", {"response": None}, 6),
     "an unknown event": event("response.audio.delta", {"delta": "AAAA"}, 6),
 }
 
