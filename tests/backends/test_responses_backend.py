@@ -166,3 +166,17 @@ def test_a_finished_stream_cut_before_done_is_closed_by_the_terminator() -> None
     closing = [name for name, _ in named_events(adapter.terminator().decode())]
     assert closing[-1] == "response.completed"
     assert "response.completed" not in [name for name, _ in named_events(step.out.decode())]
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_a_chat_chunk_of_only_reasoning_commits_where_the_chat_rules_alone_do_not(key: str) -> None:
+    role = {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    thought = {"id": "c1", "choices": [{"index": 0, "delta": {key: "Hm."}}]}
+    empty = {"id": "c1", "choices": [{"index": 0, "delta": {key: ""}}]}
+    assert not OpenAIStream(include_usage=False).feed(sse(role, thought)).content
+    adapter = responses.stream(chat_backend(), responses_call({**ASK, "stream": True}), model="m")
+    assert not adapter.feed(sse(role, empty)).content
+    step = adapter.feed(sse(thought))
+    assert step.content
+    names = [name for name, _ in named_events(step.out.decode())]
+    assert "response.reasoning_summary_text.delta" in names
