@@ -67,6 +67,12 @@ def error_event(code: str, message: str, sequence_number: int) -> bytes:
     return frame("error", orjson.dumps(body))
 
 
+def _response(obj: JSON) -> JSON:
+    # A `response` that is not an object tells the sidecar nothing, as an absent one.
+    found = obj.get("response")
+    return found if isinstance(found, dict) else {}
+
+
 def _offset(lines: list[bytes], i: int) -> int:
     """Where line i starts in the read that `lines` were split from at its line breaks."""
     return sum(map(len, lines[:i])) + i
@@ -335,7 +341,7 @@ class ResponsesStream(StreamAdapter):
         if name == "response.failed":
             # Relayed as the stream's one `error` event: the caller's stream ends like every
             # other broken one, whoever broke it.
-            found = (obj.get("response") or {}).get("error")
+            found = _response(obj).get("error")
             error: JSON = found if isinstance(found, dict) else {}
             code = str(error.get("code") or "server_error")
             message = str(error.get("message") or "the upstream response failed")
@@ -358,7 +364,7 @@ class ResponsesStream(StreamAdapter):
                 step.content = True
                 self._delta(name, obj)
         elif name in LIFECYCLE:
-            self._lifecycle(obj.get("response") or {})
+            self._lifecycle(_response(obj))
         elif name == "response.output_item.added":
             self._added(obj)
             step.content = step.content or item_has_content(obj.get("item"))
@@ -367,7 +373,7 @@ class ResponsesStream(StreamAdapter):
             self._item_done(obj)
         elif name in FINAL:
             step.finished = step.done = True
-            self._count((obj.get("response") or {}).get("usage"))
+            self._count(_response(obj).get("usage"))
 
     def _lifecycle(self, response: JSON) -> None:
         self._response_id = str(response.get("id") or self._response_id)

@@ -352,6 +352,13 @@ ODD_EVENTS = {
     ),
     "a lifecycle event numbered ahead": event("response.in_progress", {"response": {}}, 40),
     "a lifecycle event without a response": event("response.queued", {"response": None}, 6),
+    "a lifecycle event whose response is not an object": event(
+        "response.in_progress", {"response": "resp_2"}, 6
+    ),
+    "a final event whose response is not an object": event(
+        "response.completed", {"response": [1]}, 6
+    ),
+    "a failed event whose response is not an object": event("response.failed", {"response": 1}, 6),
     "an unknown event": event("response.audio.delta", {"delta": "AAAA"}, 6),
 }
 
