@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from sidecar import replies
 from sidecar.backends.base import BackendAdapter, InvalidResponse, Untranslatable
 from sidecar.call import Answer, Call, UpstreamRequest
-from sidecar.circuit import Circuit, CircuitState
+from sidecar.circuit import Circuit, CircuitState, retry_after_header
 from sidecar.deadline import Deadline, Deadlines
 from sidecar.failure import (
     RETRYABLE,
@@ -40,7 +40,6 @@ from sidecar.metrics import BackendSeries, Metrics
 from sidecar.ratelimit import Headroom, parse_ratelimit
 from sidecar.redact import Redactor
 from sidecar.replies import Reply
-from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, GlobalSettings
 from sidecar.stream import Committed, until_commit
 from sidecar.tracing import OPERATIONS, UNTRACED, AttemptInfo, AttemptSpan
@@ -444,12 +443,13 @@ class FallbackChain:
         body = await resp.read()
         cls = classify_status(resp.status, body)
         assert cls is not None
-        retry_after = parse_retry_after(resp.headers, now=time.time())
+        retry_after = m.adapter.retry_after_s(resp.status, resp.headers, body, now=time.time())
         # Pass-through errors keep the upstream's content type; translated ones are JSON.
         headers = m.adapter.response_headers(call, resp.headers)
         content_type = headers.pop("content-type", None) or "application/json"
-        if retry_after is not None and "retry-after" in resp.headers:
-            headers["retry-after"] = resp.headers["retry-after"]
+        if retry_after is not None:
+            given = resp.headers.get("retry-after")
+            headers["retry-after"] = given or retry_after_header(retry_after)
         return Failure(
             cls,
             f"upstream answered {resp.status}",

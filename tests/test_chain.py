@@ -367,6 +367,15 @@ async def test_timeouts_are_never_retried_on_the_same_backend(
     assert len(a.seen) == 1
 
 
+async def test_a_wait_given_only_in_milliseconds_reaches_the_caller_as_a_retry_after(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await fake(Script(status=429, headers={"retry-after-ms": "29500"}))
+    sc = await sidecar(chain_env(a))
+    r = await post(http, sc.url, chat())
+    assert (r.status, r.headers["retry-after"]) == (429, "30")
+
+
 async def test_short_retry_after_is_waited_out_in_line(
     fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from sidecar.call import Answer, Call, Route, StreamAdapter, UpstreamRequest
+from sidecar.retry_after import parse_retry_after
 from sidecar.settings import Backend, ConfigError
 from sidecar.upstream import Upstream
 
@@ -89,6 +90,13 @@ class BackendAdapter(ABC):
         """The upstream's headers the caller gets (see `sidecar.headers`); with a
         `content-type` when the answer keeps the upstream's own."""
         return {}
+
+    def retry_after_s(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, now: float
+    ) -> float | None:
+        """How long an error answer asked us to wait (`now`: epoch seconds, for HTTP dates);
+        None when it did not say. The Retry-After headers, unless the kind says it elsewhere."""
+        return parse_retry_after(headers, now=now)
 
 
 def _no_check(backend: Backend, env: Mapping[str, str]) -> None:

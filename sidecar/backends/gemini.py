@@ -39,6 +39,7 @@ from sidecar.dialects.gemini import (
     GeminiStreamToOpenAI,
     gemini_error_to_openai,
     gemini_response_to_openai,
+    gemini_retry_delay_s,
     gemini_usage_to_openai,
     openai_request_to_gemini,
 )
@@ -138,6 +139,14 @@ class GeminiBackend(BackendAdapter):
         if _anthropic(call):
             return orjson.dumps(openai_error_to_anthropic(status, envelope))
         return orjson.dumps(envelope)
+
+    def retry_after_s(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, now: float
+    ) -> float | None:
+        # Google puts the wait in the body's RetryInfo; a Retry-After header, if one ever came,
+        # is the HTTP word for it and goes first.
+        from_header = super().retry_after_s(status, headers, body, now=now)
+        return from_header if from_header is not None else gemini_retry_delay_s(body)
 
     def stream(self, call: Call) -> StreamAdapter:
         if call.route is Route.RESPONSES:

@@ -42,7 +42,9 @@ Lossy points and their policies:
 """
 
 import hashlib
+import math
 import mimetypes
+import re
 import uuid
 from typing import Any, Final
 
@@ -57,6 +59,7 @@ __all__ = [
     "GeminiStreamToOpenAI",
     "gemini_error_to_openai",
     "gemini_response_to_openai",
+    "gemini_retry_delay_s",
     "gemini_usage_to_openai",
     "openai_request_to_gemini",
 ]
@@ -364,6 +367,28 @@ def google_error(body: Any) -> JSON:
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+# A protobuf Duration in its JSON form: seconds, an optional fraction, `s` ("17s", "0.5s").
+_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?s")
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+def gemini_retry_delay_s(body: bytes) -> float | None:
+    """The wait a Google error body asks for (`google.rpc.RetryInfo.retryDelay`), or None: Gemini
+    and Vertex AI say it there rather than in a Retry-After header."""
+    try:
+        parsed: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    details = google_error(parsed).get("details")
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("@type") == _RETRY_INFO:
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and _DURATION.fullmatch(delay):
+                seconds = float(delay[:-1])
+                return seconds if math.isfinite(seconds) else None
+    return None
 
 
 def gemini_error_to_openai(body: Any, status: int, code: str | None = None) -> JSON:

@@ -1,5 +1,6 @@
 """Kind `gemini` through the real sidecar against the fake Gemini API on loopback."""
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -403,3 +404,85 @@ def test_kind_gemini_needs_an_api_key() -> None:
 def test_kind_gemini_defaults_to_googles_endpoint() -> None:
     config = load_config({"SIDECAR_BACKENDS": "g", "G_KIND": "gemini", "G_API_KEY": "k"})
     assert config.backends["g"].base_url == "https://generativelanguage.googleapis.com"
+
+
+def retry_info(delay: Any) -> list[dict[str, Any]]:
+    return [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+    ]
+
+
+def waiting(how: str, seconds: str) -> Script:
+    """A Gemini 429 asking for `seconds`: in a Retry-After header, or Google's way, in the body."""
+    if how == "header":
+        return error(429, "RESOURCE_EXHAUSTED", headers={"Retry-After": seconds})
+    return error(429, "RESOURCE_EXHAUSTED", details=retry_info(seconds + "s"))
+
+
+def circuit_of(sc: Running, name: str) -> dict[str, Any]:
+    backends = sc.app.status()["backends"]
+    assert isinstance(backends, list)
+    found: dict[str, Any] = next(b for b in backends if b["name"] == name)
+    return found
+
+
+@pytest.mark.parametrize("how", ["header", "retry_info"])
+async def test_a_short_retry_delay_is_waited_out_in_line_as_a_retry_after_is(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, how: str
+) -> None:
+    gemini.script(waiting(how, "0.3"))
+    sc = await sidecar(chain(("g", gemini), G_RETRIES="1", G_RETRY_BACKOFF_S="5"))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    r = await post(http, sc.url, chat())
+    waited = loop.time() - t0
+    assert r.status == 200
+    assert r.headers["x-sidecar-failures"] == "g=rate_limited"
+    assert 0.25 <= waited < 3  # the delay asked for, not the 5 s backoff base
+    assert circuit_of(sc, "g")["circuit"] == "closed"
+
+
+@pytest.mark.parametrize("how", ["header", "retry_info"])
+async def test_a_long_retry_delay_opens_the_circuit_for_it_and_reaches_the_caller(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, how: str
+) -> None:
+    gemini.script(waiting(how, "17"))
+    sc = await sidecar(chain(("g", gemini), G_RETRIES="3"))
+    r = await post(http, sc.url, chat())
+    assert r.status == 429
+    assert r.headers["retry-after"] == "17"
+    assert r.headers["x-anyllm-fallback-exhausted"] == "true"
+    assert len(gemini.seen) == 1  # longer than SIDECAR_RETRY_AFTER_WAIT_MAX_S: not retried
+    state = circuit_of(sc, "g")
+    assert state["circuit"] == "open"
+    assert 16 < state["cooldown_remaining_s"] <= 17  # the delay itself, not a jittered cooldown
+    skipped = await post(http, sc.url, chat())
+    assert (skipped.status, skipped.headers["retry-after"]) == (503, "17")
+    assert len(gemini.seen) == 1
+
+
+async def test_a_fractional_retry_delay_reaches_the_caller_in_whole_seconds_rounded_up(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    gemini.script(error(429, "RESOURCE_EXHAUSTED", details=retry_info("2.5s")))
+    sc = await sidecar(chain(("g", gemini), SIDECAR_RETRY_AFTER_WAIT_MAX_S="1"))
+    r = await post(http, sc.url, chat(), path="/v1/messages")
+    assert (r.status, r.headers["retry-after"]) == (429, "3")
+    assert r.json["error"]["type"] == "rate_limit_error"
+    assert 1.5 < circuit_of(sc, "g")["cooldown_remaining_s"] <= 2.5
+
+
+@pytest.mark.parametrize(
+    "delay", ["soon", "-5s", "17", 17, "1e3s", "17 s", "s", ".5s", "9" * 400 + "s"]
+)
+async def test_a_malformed_retry_delay_is_ignored(
+    gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, delay: Any
+) -> None:
+    gemini.script(*[error(429, "RESOURCE_EXHAUSTED", details=retry_info(delay))] * 2)
+    sc = await sidecar(chain(("g", gemini), G_RETRIES="1", G_RETRY_BACKOFF_S="0.01"))
+    r = await post(http, sc.url, chat())
+    assert r.status == 429
+    assert "retry-after" not in r.headers
+    assert len(gemini.seen) == 2  # retried after the backoff, as without any delay
+    assert circuit_of(sc, "g")["circuit"] == "closed"

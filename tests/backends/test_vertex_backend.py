@@ -248,6 +248,24 @@ async def test_a_vertex_error_in_googles_shape_reaches_an_anthropic_caller_in_it
     assert r.headers["x-sidecar-failures"] == "v=rate_limited"
 
 
+async def test_a_vertex_gemini_429s_retry_info_opens_the_circuit_for_its_delay(
+    auth: FakeGoogleAuth,
+    vertex: FakeVertex,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "42s"}
+    vertex.script(gemini_error(429, "RESOURCE_EXHAUSTED", details=[retry]))
+    sc = await vertex_sidecar(sidecar, vertex, GEMINI, auth.service_account_file(tmp_path))
+    r = await post(http, sc.url, chat())
+    assert (r.status, r.headers["retry-after"]) == (429, "42")
+    backends = sc.app.status()["backends"]
+    assert isinstance(backends, list)
+    assert backends[0]["circuit"] == "open"
+    assert 41 < backends[0]["cooldown_remaining_s"] <= 42
+
+
 async def test_gemini_falls_back_to_claude_on_vertex(
     auth: FakeGoogleAuth,
     vertex: FakeVertex,

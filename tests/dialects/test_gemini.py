@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import orjson
 import pytest
 
 from sidecar.dialects.errors import InvalidUpstreamResponse, TranslationError
@@ -9,6 +10,7 @@ from sidecar.dialects.gemini import (
     GeminiStreamToOpenAI,
     gemini_error_to_openai,
     gemini_response_to_openai,
+    gemini_retry_delay_s,
     openai_request_to_gemini,
 )
 
@@ -179,3 +181,40 @@ def test_google_error_bodies_become_openai_envelopes() -> None:
         }
     }
     assert gemini_error_to_openai(None, 500)["error"]["message"] == "Gemini answered 500"
+
+
+def google_429(*details: JSON, wrapped: bool = False) -> bytes:
+    error = {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": list(details)}
+    return orjson.dumps([{"error": error}] if wrapped else {"error": error})
+
+
+def retry_info(delay: Any) -> JSON:
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+
+
+@pytest.mark.parametrize(
+    ("delay", "seconds"), [("17s", 17.0), ("0.5s", 0.5), ("0s", 0.0), ("1.000340012s", 1.000340012)]
+)
+def test_retry_info_gives_the_delay_in_seconds(delay: str, seconds: float) -> None:
+    help_link = {"@type": "type.googleapis.com/google.rpc.Help", "links": []}
+    assert gemini_retry_delay_s(google_429(help_link, retry_info(delay))) == seconds
+    assert gemini_retry_delay_s(google_429(retry_info(delay), wrapped=True)) == seconds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        google_429(),
+        google_429({"@type": "type.googleapis.com/google.rpc.Help", "retryDelay": "5s"}),
+        google_429(retry_info("5")),
+        google_429(retry_info(5)),
+        google_429(retry_info("-5s")),
+        google_429(retry_info("5ms")),
+        google_429(retry_info("9" * 400 + "s")),
+        b"not json",
+        b'{"error": "busy"}',
+        b"[]",
+    ],
+)
+def test_anything_but_a_retry_info_duration_gives_no_delay(body: bytes) -> None:
+    assert gemini_retry_delay_s(body) is None

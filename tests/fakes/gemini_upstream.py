@@ -144,7 +144,8 @@ def error_body(s: Script, status: int) -> Any:
 
 def error_response(status: int, s: Script) -> web.Response:
     body = orjson.dumps(error_body(s, status))
-    return web.Response(status=status, body=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **s.headers}
+    return web.Response(status=status, body=body, headers=headers)
 
 
 def sse(data: Any) -> bytes:
