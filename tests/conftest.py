@@ -96,8 +96,8 @@ LONG = " ".join(f"w{i}" for i in range(20))
 async def fake() -> AsyncIterator[FakeFactory]:
     started: list[FakeOpenAI] = []
 
-    async def make(default: Script | None = None) -> FakeOpenAI:
-        f = await FakeOpenAI(default).start()
+    async def make(default: Script | None = None, **kw: Any) -> FakeOpenAI:
+        f = await FakeOpenAI(default, **kw).start()
         started.append(f)
         return f
 

@@ -10,7 +10,11 @@ from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
 from fakes.bedrock_upstream import FakeBedrock
 from fakes.bedrock_upstream import Script as BScript
+from fakes.openai_upstream import MAX_TOKENS_REFUSED
 from fakes.openai_upstream import Script as OScript
+from fakes.transport import rehomed
+
+from sidecar.backends.openai import DEFAULT_BASE_URL
 
 PATH = "/v1/messages"
 
@@ -405,3 +409,74 @@ async def test_broken_openai_stream_is_continued_on_an_anthropic_prefill_backend
     assert names.count("message_start") == 1
     assert names.count("content_block_start") == 1
     assert names[-1] == "message_stop"
+
+
+# --- the output limit on OpenAI-family backends (README "Choices where the contract is silent")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_tokens_reaches_api_openai_com_as_max_completion_tokens(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    o = await fake(reasoning_model=True)  # refuses max_tokens, as o-series and gpt-5 models do
+    env = {"SIDECAR_BACKENDS": "o", "O_API_KEY": OPENAI_KEY}  # BASE_URL: api.openai.com
+    sc = await sidecar(env, upstream=rehomed(DEFAULT_BASE_URL, o.url))
+    r = await post(http, sc.url, message(stream=stream), PATH)
+    assert r.status == 200, r.text
+    sent = o.seen[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["max_completion_tokens"] == 100
+    assert "max_tokens" not in sent.json
+
+
+async def test_the_reasoning_model_fake_refuses_max_tokens_as_api_openai_com_does(
+    fake: FakeFactory, http: aiohttp.ClientSession
+) -> None:
+    o = await fake(reasoning_model=True)
+    async with http.post(o.url + "/chat/completions", json={"max_tokens": 5}) as r:
+        assert (r.status, await r.json()) == (400, MAX_TOKENS_REFUSED)
+
+
+async def test_max_tokens_reaches_an_openai_compatible_server_as_max_tokens(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    local = await fake()
+    sc = await sidecar(chain(("local", local)))
+    r = await post(http, sc.url, message(), PATH)
+    assert r.status == 200, r.text
+    assert local.seen[0].json["max_tokens"] == 100
+    assert "max_completion_tokens" not in local.seen[0].json
+
+
+@pytest.mark.parametrize(
+    ("api_version", "field"),
+    [
+        (None, "max_completion_tokens"),
+        ("2024-10-21", "max_completion_tokens"),
+        ("2024-09-01-preview", "max_completion_tokens"),
+        ("2024-06-01", "max_tokens"),
+    ],
+)
+async def test_max_tokens_reaches_azure_in_the_field_its_api_version_reads(
+    fake: FakeFactory,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    api_version: str | None,
+    field: str,
+) -> None:
+    az = await fake()
+    env = {
+        "SIDECAR_BACKENDS": "az",
+        "AZ_KIND": "azure",
+        "AZ_BASE_URL": az.url.removesuffix("/v1"),
+        "AZ_API_KEY": "azure-key-0123456789",
+        "AZ_DEPLOYMENT": "o4-mini",
+    }
+    if api_version is not None:
+        env["AZ_API_VERSION"] = api_version
+    sc = await sidecar(env)
+    r = await post(http, sc.url, message(), PATH)
+    assert r.status == 200, r.text
+    sent = az.seen[0].json
+    assert sent[field] == 100
+    assert {"max_tokens", "max_completion_tokens"} & sent.keys() == {field}

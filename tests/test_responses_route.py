@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from backends.kinds import chain
+from backends.kinds import OPENAI_KEY, chain
 from conftest import LONG, FakeFactory, SidecarFactory, named_events, post, tokens
 from fakes.anthropic_upstream import FakeAnthropic
 from fakes.anthropic_upstream import Script as AScript
@@ -16,6 +16,9 @@ from fakes.bedrock_upstream import FakeBedrock
 from fakes.openai_upstream import Script as OScript
 from fakes.responses_upstream import FakeResponses
 from fakes.responses_upstream import Script as RScript
+from fakes.transport import rehomed
+
+from sidecar.backends.openai import DEFAULT_BASE_URL
 
 PATH = "/v1/responses"
 
@@ -423,3 +426,29 @@ async def test_count_tokens_on_bedrock_calls_its_count_tokens_operation(
     counted = seen.json["input"]["converse"]
     assert counted["system"] == [{"text": "be brief"}]
     assert counted["messages"] == [{"role": "user", "content": [{"text": "one two three"}]}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_chat_sends_max_output_tokens_to_api_openai_com_as_max_completion_tokens(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession, stream: bool
+) -> None:
+    o = await fake(reasoning_model=True)  # refuses max_tokens, as o-series and gpt-5 models do
+    env = {"SIDECAR_BACKENDS": "o", "O_API_KEY": OPENAI_KEY, "O_RESPONSES": "chat"}
+    sc = await sidecar(env, upstream=rehomed(DEFAULT_BASE_URL, o.url))
+    got = await post(http, sc.url, ask(stream, max_output_tokens=50), PATH)
+    assert got.status == 200, got.text
+    sent = o.seen[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json["max_completion_tokens"] == 50
+    assert "max_tokens" not in sent.json
+
+
+async def test_responses_chat_sends_max_output_tokens_to_a_compatible_server_as_max_tokens(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    local = await fake()
+    sc = await sidecar(chain(("local", local), LOCAL_RESPONSES="chat"))
+    got = await post(http, sc.url, ask(max_output_tokens=50), PATH)
+    assert got.status == 200, got.text
+    assert local.seen[0].json["max_tokens"] == 50
+    assert "max_completion_tokens" not in local.seen[0].json

@@ -9,7 +9,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post
-from fakes.openai_upstream import Script
+from fakes.openai_upstream import MAX_TOKENS_REFUSED, Script
+from fakes.transport import rehomed
+
+from sidecar.backends.openai import DEFAULT_BASE_URL
 
 
 @pytest.mark.parametrize(
@@ -507,3 +510,17 @@ async def test_no_chain_for_a_long_model_quotes_it_capped(
     assert r.status == 400
     assert len(r.json["error"]["message"]) < 200
     assert "5000 characters" in r.json["error"]["message"]
+
+
+async def test_an_openai_callers_own_chat_body_reaches_api_openai_com_as_sent(
+    fake: FakeFactory, sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    o = await fake(reasoning_model=True)
+    env = {"SIDECAR_BACKENDS": "o", "O_API_KEY": "sk-openai-canary-0123456789"}
+    sc = await sidecar(env, upstream=rehomed(DEFAULT_BASE_URL, o.url))
+    raw = b'{"model":"o4-mini","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
+    headers = {"content-type": "application/json"}
+    async with http.post(sc.url + "/v1/chat/completions", data=raw, headers=headers) as r:
+        body = await r.json()
+    assert o.seen[0].body == raw  # a native request is the caller's to get right
+    assert (r.status, body) == (400, MAX_TOKENS_REFUSED)

@@ -11,11 +11,15 @@ Responses callers (`/v1/responses`) get the `responses` operation, bytes through
 `RESPONSES=native` (the default); with `RESPONSES=chat` (servers that only have chat
 completions) they are translated by `sidecar.backends.responses`. A stream-recovery continuation
 is always translated: only the chat operation continues a trailing assistant message.
+
+A translated request (Anthropic's, or Responses through chat) carries its output limit in the
+field `chat_token_limit` names for the upstream; a caller's own chat body keeps what it sent.
 """
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -56,6 +60,7 @@ class OpenAIBackend(BackendAdapter):
         self._base = self.backend.base_url.rstrip("/")
         self.static_headers = {k.lower(): v for k, v in self.backend.headers.items()}
         self.static_headers.update(self.credentials())
+        self.token_limit = chat_token_limit(self.backend)
 
     # Streams ask for the usage chunk so that tokens are counted (dropped if the caller did not).
     asks_usage = True
@@ -80,14 +85,18 @@ class OpenAIBackend(BackendAdapter):
 
     def build(self, call: Call) -> UpstreamRequest:
         if self.translates(call):
-            return responses.build(self, call)
+            return self.build(responses.chat_call(call, token_limit=self.token_limit)[0])
         if call.route is Route.MESSAGES:
             from sidecar.backends import openai_messages
 
             # url() rules (Azure's included) are per route; Anthropic callers get chat completions.
             url = self.url(dataclasses.replace(call, route=Route.CHAT_COMPLETIONS))
             return openai_messages.build(
-                call, url=url, headers=self.static_headers, model=self.sent_model(call)
+                call,
+                url=url,
+                headers=self.static_headers,
+                model=self.sent_model(call),
+                token_limit=self.token_limit,
             )
         if call.route is Route.PASSTHROUGH:
             return passthrough.build(call, self.url(call), self.static_headers)
@@ -201,6 +210,38 @@ def _finish_reasons(choices: list[Any]) -> tuple[str, ...]:
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# The first Azure API version with `max_completion_tokens`; older ones answer 400
+# "Unrecognized request argument supplied" to it (and serve no o-series model).
+AZURE_COMPLETION_TOKENS_SINCE: Final = "2024-09-01"
+
+
+def chat_token_limit(b: Backend) -> str:
+    """The chat completions field a translated request's output limit goes in (README "Choices
+    where the contract is silent"):
+
+        upstream                                              field
+        ----------------------------------------------------  ---------------------
+        kind azure: the v1 API, or API_VERSION >= 2024-09-01  max_completion_tokens
+        kind azure: an older API_VERSION                      max_tokens
+        kind openai at api.openai.com (or a regional          max_completion_tokens
+          `*.api.openai.com`)
+        kind openai at any other BASE_URL                     max_tokens
+
+    OpenAI's reasoning models (o-series, gpt-5) refuse `max_tokens`, and every current OpenAI
+    and Azure OpenAI chat model takes `max_completion_tokens`. Every OpenAI-compatible server
+    takes `max_tokens`, not every one the other: Ollama documents `max_tokens` only, llama.cpp's
+    server ignored `max_completion_tokens` until February 2026, vLLM before 0.6.2 and servers
+    that forbid extra fields refuse it. Ignored, it would leave the answer with no limit at all.
+    """
+    s = b.settings
+    if s.kind == "azure":
+        current = s.api_version is None or s.api_version >= AZURE_COMPLETION_TOKENS_SINCE
+        return "max_completion_tokens" if current else "max_tokens"
+    host = urlsplit(b.base_url).hostname or ""
+    if host == "api.openai.com" or host.endswith(".api.openai.com"):
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def _check(b: Backend, env: Mapping[str, str]) -> None:

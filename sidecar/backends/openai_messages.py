@@ -34,12 +34,19 @@ from sidecar.failure import classify_error_event
 
 
 def build(
-    call: Call, *, url: str, headers: Mapping[str, str], model: str | None
+    call: Call,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    model: str | None,
+    token_limit: str = "max_tokens",
 ) -> UpstreamRequest:
-    """`url` is the backend's chat completions URL, `headers` its static ones."""
+    """`url` is the backend's chat completions URL, `headers` its static ones, `token_limit`
+    the field its upstream reads the output limit from (`openai.chat_token_limit`)."""
     assert call.body is not None
     try:
-        body = without_cache_breakpoints(anthropic_request_to_openai(call.body))
+        openai = anthropic_request_to_openai(call.body, token_limit=token_limit)
+        body = without_cache_breakpoints(openai)
     except TranslationError as e:
         raise Untranslatable(e.message, e.param) from None
     if model is not None:

@@ -26,13 +26,14 @@ from sidecar.dialects.sse import SSEDecoder, SSEEvent, json_object
 JSON = dict[str, Any]
 
 
-def chat_call(call: Call) -> tuple[Call, ToolNames]:
+def chat_call(call: Call, *, token_limit: str = "max_tokens") -> tuple[Call, ToolNames]:
+    """`token_limit`: where the backend's chat operation reads the output limit."""
     assert call.body is not None
     reason = native_only(call.body)
     if reason is not None:
         raise Untranslatable(reason.message, reason.param)
     try:
-        body, names = to_chat(call.body)
+        body, names = to_chat(call.body, token_limit=token_limit)
     except TranslationError as e:
         raise Untranslatable(e.message, e.param) from None
     chat = dataclasses.replace(

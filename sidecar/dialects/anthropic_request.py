@@ -336,14 +336,16 @@ def _unsigned_thinking(block: Any) -> bool:
 # Requests: Anthropic → OpenAI
 
 
-def anthropic_request_to_openai(body: JSON) -> JSON:
+def anthropic_request_to_openai(body: JSON, *, token_limit: str = "max_tokens") -> JSON:
+    """`token_limit`: the chat field `max_tokens` goes in (`max_completion_tokens` for OpenAI's
+    own servers: `backends.openai.chat_token_limit`)."""
     _reject_untranslatable_anthropic_fields(body)
     messages = _anthropic_system_to_openai(body.get("system"))
     for i, msg in enumerate(body.get("messages") or []):
         messages.extend(_anthropic_message_to_openai(msg, f"messages[{i}]"))
     out: JSON = {"model": body.get("model"), "messages": messages}
     if body.get("max_tokens") is not None:
-        out["max_tokens"] = body["max_tokens"]
+        out[token_limit] = body["max_tokens"]
     if body.get("stop_sequences"):
         out["stop"] = list(body["stop_sequences"])
     for key in ("temperature", "top_p"):

@@ -20,7 +20,9 @@ there. Lossy points and their policies (the README repeats them):
 | other tools (`web_search`, `file_search`, …)    | dropped when offered; TranslationError when  |
 |                                                 |   `tool_choice` requires one                 |
 | `tool_choice` `allowed_tools`, hosted types     | TranslationError                             |
-| `max_output_tokens`                             | `max_tokens`                                 |
+| `max_output_tokens`                             | `max_tokens`, or `max_completion_tokens` for |
+|                                                 |   OpenAI's own servers (`token_limit`, from  |
+|                                                 |   `backends.openai.chat_token_limit`)        |
 | `text.format` `json_schema` / `json_object`     | `response_format`                            |
 | `text.verbosity`                                | `verbosity`                                  |
 | `reasoning.effort`                              | `reasoning_effort`                           |
@@ -104,8 +106,9 @@ def _items(inp: Any) -> list[JSON]:
     return [item for item in inp if isinstance(item, dict)] if isinstance(inp, list) else []
 
 
-def to_chat(body: JSON) -> tuple[JSON, ToolNames]:
-    """The chat request that asks the same as `body`, and how its tool names map back."""
+def to_chat(body: JSON, *, token_limit: str = "max_tokens") -> tuple[JSON, ToolNames]:
+    """The chat request that asks the same as `body`, and how its tool names map back;
+    `token_limit`: the field the output limit goes in (the backend's to say)."""
     reason = native_only(body)
     if reason is not None:
         raise TranslationError(reason.message, reason.param)
@@ -121,7 +124,7 @@ def to_chat(body: JSON) -> tuple[JSON, ToolNames]:
     out.update(_tool_choice(body.get("tool_choice"), body.get("tools"), names))
     if body.get("parallel_tool_calls") is not None and tools:
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
-    _copy_sampling(body, out)
+    _copy_sampling(body, out, token_limit)
     out.update(_text(body.get("text")))
     effort = (body.get("reasoning") or {}).get("effort")
     if effort:
@@ -132,9 +135,9 @@ def to_chat(body: JSON) -> tuple[JSON, ToolNames]:
     return out, names
 
 
-def _copy_sampling(body: JSON, out: JSON) -> None:
+def _copy_sampling(body: JSON, out: JSON, token_limit: str) -> None:
     if body.get("max_output_tokens") is not None:
-        out["max_tokens"] = body["max_output_tokens"]
+        out[token_limit] = body["max_output_tokens"]
     for key in ("temperature", "top_p", "service_tier", "prompt_cache_key", "safety_identifier"):
         if body.get(key) is not None:
             out[key] = body[key]

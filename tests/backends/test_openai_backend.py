@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from sidecar.backends.base import InvalidResponse
-from sidecar.backends.openai import OpenAIBackend
+from sidecar.backends.openai import OpenAIBackend, chat_token_limit
 from sidecar.backends.passthrough import PassthroughStream
 from sidecar.call import Call, Dialect, Route
 from sidecar.config import load_config
@@ -141,3 +141,63 @@ def test_a_stream_is_what_the_caller_asked_for_except_on_pass_through() -> None:
 def test_the_caller_gets_the_upstreams_rate_limit_headers_only() -> None:
     headers = {"x-ratelimit-remaining-requests": "9", "set-cookie": "a=b", "server": "x"}
     assert backend().response_headers(call(), headers) == {"x-ratelimit-remaining-requests": "9"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({}, "max_completion_tokens"),  # the default BASE_URL
+        ({"BASE_URL": "https://api.openai.com/v1/"}, "max_completion_tokens"),
+        ({"BASE_URL": "https://eu.api.openai.com/v1"}, "max_completion_tokens"),
+        ({"BASE_URL": "http://localhost:11434/v1"}, "max_tokens"),
+        ({"BASE_URL": "http://vllm.internal:8000/v1"}, "max_tokens"),
+        ({"BASE_URL": "https://api.openai.com.example.net/v1"}, "max_tokens"),
+        ({"KIND": "azure", "BASE_URL": "https://r.openai.azure.com"}, "max_completion_tokens"),
+        (
+            {
+                "KIND": "azure",
+                "BASE_URL": "https://r.openai.azure.com",
+                "DEPLOYMENT": "d",
+                "API_VERSION": "2024-10-21",
+            },
+            "max_completion_tokens",
+        ),
+        (
+            {
+                "KIND": "azure",
+                "BASE_URL": "https://r.openai.azure.com",
+                "DEPLOYMENT": "d",
+                "API_VERSION": "2024-08-01-preview",
+            },
+            "max_tokens",
+        ),
+    ],
+)
+def test_the_output_limit_field_of_translated_requests_by_upstream(
+    settings: dict[str, str], field: str
+) -> None:
+    env = {"SIDECAR_BACKENDS": "p", "P_API_KEY": "sk-ours"}
+    env.update({f"P_{k}": v for k, v in settings.items()})
+    assert chat_token_limit(load_config(env).chains["default"][0]) == field
+
+
+def test_a_responses_call_through_chat_carries_its_limit_in_the_upstreams_field() -> None:
+    raw = b'{"model": "o4-mini", "input": "hi", "max_output_tokens": 9}'
+    responses = call(raw, route=Route.RESPONSES, path="responses")
+    at_openai = OpenAIBackend(
+        load_config({"SIDECAR_BACKENDS": "p", "P_API_KEY": "k", "P_RESPONSES": "chat"}).chains[
+            "default"
+        ][0]
+    )
+    sent = orjson.loads(at_openai.build(responses).body)
+    assert (sent.get("max_completion_tokens"), "max_tokens" in sent) == (9, False)
+    sent = orjson.loads(backend(RESPONSES="chat").build(responses).body)
+    assert (sent.get("max_tokens"), "max_completion_tokens" in sent) == (9, False)
+
+
+def test_a_callers_own_chat_body_keeps_its_limit_field_and_its_bytes() -> None:
+    raw = b'{"model": "o4-mini",  "max_tokens": 9, "messages": []}'
+    at_openai = OpenAIBackend(
+        load_config({"SIDECAR_BACKENDS": "p", "P_API_KEY": "k"}).chains["default"][0]
+    )
+    assert at_openai.build(call(raw)).body == raw

@@ -48,6 +48,13 @@ def test_the_request_goes_out_as_chat_completions_with_the_backends_model() -> N
     assert sent["messages"] == [{"role": "user", "content": "hi"}]
 
 
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_the_output_limit_goes_in_the_field_the_backend_names(field: str) -> None:
+    req = openai_messages.build(call(), url=URL, headers={}, model=None, token_limit=field)
+    sent = orjson.loads(req.body)
+    assert {k: v for k, v in sent.items() if k.startswith("max_")} == {field: 10}
+
+
 def test_without_a_backend_model_the_callers_model_is_sent() -> None:
     req = openai_messages.build(call(), url=URL, headers={}, model=None)
     assert orjson.loads(req.body)["model"] == "claude-x"

@@ -286,6 +286,13 @@ def test_request_raises_translation_error_for_untranslatable_input(
 # ---------------------------------------------------------------- requests: Anthropic → OpenAI
 
 
+def test_reverse_request_puts_max_tokens_in_the_field_the_backend_names() -> None:
+    body = {"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    assert anthropic_request_to_openai(body)["max_tokens"] == 100
+    out = anthropic_request_to_openai(body, token_limit="max_completion_tokens")
+    assert (out.get("max_completion_tokens"), "max_tokens" in out) == (100, False)
+
+
 def test_reverse_request_translates_system_blocks_tools_and_results() -> None:
     body = {
         "model": "claude",

@@ -160,6 +160,12 @@ def test_string_input_is_one_user_message() -> None:
     }
 
 
+def test_the_output_limit_goes_in_the_field_the_backend_names() -> None:
+    body = {"model": "m", "input": "hi", "max_output_tokens": 50}
+    chat, _ = to_chat(body, token_limit="max_completion_tokens")
+    assert (chat.get("max_completion_tokens"), "max_tokens" in chat) == (50, False)
+
+
 def test_an_assistant_turn_with_text_and_calls_is_one_assistant_message() -> None:
     chat, _ = to_chat(
         {

@@ -50,6 +50,18 @@ def usage_chunk(model: str, completion_tokens: int) -> dict[str, Any]:
     return _chat("chat.completion.chunk", model, choices=[], usage=_usage(completion_tokens))
 
 
+# What api.openai.com answers a reasoning model's (o-series, gpt-5) request with `max_tokens`.
+MAX_TOKENS_REFUSED = {
+    "error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "unsupported_parameter",
+    }
+}
+
+
 @dataclass
 class Script:
     status: int = 200
@@ -94,8 +106,12 @@ class Seen(JsonBody):
 
 
 class FakeOpenAI(Loopback[Script, Seen]):
-    def __init__(self, default: Script | None = None) -> None:
+    """`reasoning_model`: chat completions refuse `max_tokens` with a 400, as api.openai.com's
+    reasoning models do."""
+
+    def __init__(self, default: Script | None = None, *, reasoning_model: bool = False) -> None:
         super().__init__(default or Script())
+        self.reasoning_model = reasoning_model
         self.cancelled: list[float] = []
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
@@ -117,6 +133,8 @@ class FakeOpenAI(Loopback[Script, Seen]):
         try:
             s = await self.take(seen)
             parsed = orjson.loads(body) if body[:1] == b"{" else {}
+            if self.reasoning_model and "max_tokens" in parsed:
+                return web.json_response(MAX_TOKENS_REFUSED, status=400)
             if s.status != 200 or s.body is not None:
                 return _raw(s)
             if s.reply is not None:

@@ -1,10 +1,11 @@
 """A fake transport for the chain (no upstream server), as httpx's MockTransport is used: what
 `create_app(upstream=)` is given in place of the HTTP one, answering each backend from its own
-queue and recording what was sent and whether each response was closed."""
+queue and recording what was sent and whether each response was closed. And `rehomed`: the real
+HTTP transport with a public host answered by a loopback fake."""
 
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from multidict import CIMultiDict
 
 from sidecar.call import UpstreamRequest
 from sidecar.settings import Backend
+from sidecar.upstream import HttpUpstream, Upstream, UpstreamResponse
 
 ANSWER = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {}}]}
 
@@ -68,3 +70,26 @@ class FakeUpstream:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class Rehomed:
+    """The HTTP transport, with requests under `public` sent under `local` instead."""
+
+    http: HttpUpstream
+    public: str
+    local: str
+
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
+        if req.url.startswith(self.public):
+            req = replace(req, url=self.local + req.url[len(self.public) :])
+        return await self.http.send(req)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def rehomed(public: str, local: str) -> Callable[[Backend], Upstream]:
+    """For `create_app(upstream=)`: a backend keeps its public BASE_URL (api.openai.com, say),
+    so every rule sees that host, while its requests reach a loopback fake at `local`."""
+    return lambda backend: Rehomed(HttpUpstream(backend), public, local)
