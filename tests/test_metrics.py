@@ -5,12 +5,13 @@ import aiohttp
 import pytest
 from conftest import FakeFactory, SidecarFactory, chain_env, chat, post
 from fakes.openai_upstream import Script
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from sidecar import __version__
 from sidecar.call import Usage
 from sidecar.failure import FailureClass
-from sidecar.metrics import Metrics
+from sidecar.metrics import LoopCounter, LoopHistogram, Metrics
 from sidecar.ratelimit import Quota, Resource
 
 
@@ -205,3 +206,40 @@ def test_ratelimit_gauges_appear_only_once_reported() -> None:
     tokens = {"backend": "b0", "resource": "tokens"}
     assert g("llm_sidecar_backend_ratelimit_remaining", tokens) == 0
     assert g("llm_sidecar_backend_ratelimit_limit", tokens) is None
+
+
+def _exposed(registry: CollectorRegistry) -> list[str]:
+    # `_created` series are off in the sidecar (disable_created_metrics), a process-wide switch.
+    text = generate_latest(registry).decode() + openmetrics_latest(registry).decode()  # type: ignore[no-untyped-call]
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+def test_loop_instruments_expose_exactly_what_prometheus_clients_own_classes_do() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    bounds = (0.005, 0.01, 1, 2.5, 600)
+    their_count = Counter("x_events", "Events.", ["a", "b"], registry=theirs)
+    our_count = LoopCounter("x_events", "Events.", ["a", "b"], registry=ours)
+    their_hist = Histogram("x_seconds", "Time.", ["a"], buckets=bounds, registry=theirs)
+    our_hist = LoopHistogram("x_seconds", "Time.", ["a"], buckets=bounds, registry=ours)
+    for labels, amount in ((("1", "2"), 1), (("1", "2"), 2.5), (("3", "4"), 0), (("5", "6"), 7)):
+        their_count.labels(*labels).inc(amount)
+        our_count.labels(*labels).inc(amount)
+    # Each bound itself (buckets are `le`), just above it, zero, and beyond the last one.
+    for amount in (0, 0.005, 0.0051, 0.01, 1, 1.5, 2.5, 600, 600.1, 10_000):
+        their_hist.labels("q").observe(amount)
+        our_hist.labels("q").observe(amount)
+    their_hist.labels("untouched")
+    our_hist.labels("untouched")
+    assert _exposed(ours) == _exposed(theirs)
+
+
+def test_loop_instruments_refuse_what_prometheus_client_refuses() -> None:
+    counter = LoopCounter("y_events", "Events.", ["a"], registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="only go up"):
+        counter.labels("1").inc(-1)
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels("1", "2")
+    registry = CollectorRegistry()
+    LoopCounter("z_events", "Events.", [], registry=registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        LoopCounter("z_events", "Events.", [], registry=registry)
