@@ -2,11 +2,12 @@
 
 What a change costs is smaller than what a shared machine drifts between two `make bench` runs,
 so this measures the versions together: the bench's fake upstream, the bare relay and one
-sidecar per revision (each `git archive`d into a temporary folder, run with this checkout's
-interpreter and dependencies), all started at once, then interleaved rounds of one wrk scenario
-(the order reversed every other round, so a neighbour's burst lands on all of them), CPU per
-request from /proc. Printed: the medians, and the median of the per-round ratios to the relay
-and to the first revision. `.` is the working tree as it is, uncommitted changes included.
+sidecar per revision (each `git archive`d into a temporary folder and run with this checkout's
+interpreter and dependencies; `.` is the working tree as it is, uncommitted changes included,
+and a folder holding a `sidecar/` package, such as a patched copy, runs as it is), all started
+at once, then interleaved rounds of one wrk scenario (the order reversed every other round, so
+a neighbour's burst lands on all of them), CPU per request from /proc. Printed: the medians,
+and the median of the per-round ratios to the relay and to the first revision.
 
     python -m bench.compare 263a885 6f5eefa . --mode stream --rounds 9
 """
@@ -42,6 +43,8 @@ class Target:
 def _tree(rev: str, into: Path) -> Path:
     if rev == ".":
         return ROOT
+    if (Path(rev) / "sidecar" / "__init__.py").is_file():
+        return Path(rev).resolve()  # a folder holding a sidecar/ package (a patched copy)
     tree = into / rev.replace("/", "_")
     tree.mkdir()
     archive = subprocess.run(
@@ -169,7 +172,9 @@ async def _compare(args: argparse.Namespace, scratch: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
-    parser.add_argument("revs", nargs="+", help="git revisions; `.` is the working tree")
+    parser.add_argument(
+        "revs", nargs="+", help="git revisions, `.` (the working tree) or folders with sidecar/"
+    )
     parser.add_argument("--mode", choices=sorted(PATHS), default="stream")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--duration", type=int, default=3, help="seconds per round and target")
