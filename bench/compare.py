@@ -60,6 +60,9 @@ def _sidecar_env(tree: Path, port: int, upstream: int) -> dict[str, str]:
     return {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(tree),
+        # `python -m` would put the working directory (this checkout) first on sys.path,
+        # ahead of PYTHONPATH, and every revision would run this checkout's code.
+        "PYTHONSAFEPATH": "1",
         "SIDECAR_BACKENDS": "primary",
         "SIDECAR_PORT": str(port),
         "SIDECAR_ADMIN_PORT": str(free_port()),
