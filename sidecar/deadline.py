@@ -1,13 +1,18 @@
-"""Attempt deadlines on one shared timer: `asyncio.timeout`'s semantics at a tenth of its cost.
+"""Attempt deadlines on one shared timer: `asyncio.timeout`'s semantics at a fraction of its cost.
 
 `asyncio.timeout` arms a timer per use (about 4.5 µs on uvloop with its context manager, most of
 it `call_at`); every upstream attempt has a deadline, and almost none expires. `Deadlines` files
-each deadline in a bucket of `RESOLUTION_S` and keeps one timer for the earliest bucket, so an
-attempt costs a set insert and a discard. A deadline fires at most two `RESOLUTION_S` late
-(its bucket is the second tick after it, and a timer may run half a tick early: uvloop rounds
-to the millisecond), never early. Inside `async with deadlines.at(when)`, expiry cancels the
-task and the block raises `TimeoutError`, exactly as `asyncio.timeout_at` does; a cancellation
-from elsewhere stays one.
+each deadline in a bucket and keeps one timer for the earliest bucket, so an attempt costs a set
+insert and a discard. Inside `async with deadlines.at(when)`, expiry cancels the task and the
+block raises `TimeoutError`, exactly as `asyncio.timeout_at` does; a cancellation from elsewhere
+stays one.
+
+Buckets are as coarse as a deadline is far: `RESOLUTION_S` (5 ms) doubled until a thousand of
+them span the distance, so a deadline fires late by at most 1/500 of how far ahead it was set
+(and never by less than `RESOLUTION_S` plus a millisecond: 0.12 s for the first-token timeout's
+60 s, 1.3 s for the 600 s budget), never early. That keeps the buckets alive at once to about a
+thousand per distance class however many attempts pass: an empty bucket stays until its time
+(dropping it would push its time on the heap again for every attempt that refills it).
 """
 
 import asyncio
@@ -16,12 +21,15 @@ import math
 from types import TracebackType
 
 RESOLUTION_S = 0.005
+# How early a timer may run (uvloop rounds its timers to the millisecond).
+_SLACK_S = 0.001
+_BUCKETS_PER_SPAN = 1000
 
 
 class Deadline:
     __slots__ = ("_cancelling", "_owner", "_task", "_tick", "expired")
 
-    def __init__(self, owner: "Deadlines", tick: int) -> None:
+    def __init__(self, owner: "Deadlines", tick: float) -> None:
         self._owner = owner
         self._tick = tick
         self._task: asyncio.Task[object] | None = None
@@ -65,14 +73,20 @@ class Deadlines:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._buckets: dict[int, set[Deadline]] = {}
-        self._ticks: list[int] = []  # a heap of the buckets' ticks
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._next: int | None = None  # the tick the timer is armed for
+        # A bucket's key is the loop time its timer is due: a multiple of its resolution.
+        self._buckets: dict[float, set[Deadline]] = {}
+        self._ticks: list[float] = []  # a heap of the buckets' times
+        self._handle: asyncio.TimerHandle | None = None
+        self._next: float | None = None  # the time the timer is armed for
 
     def at(self, when: float) -> Deadline:
         """A deadline at loop time `when`."""
-        return Deadline(self, math.ceil(when / RESOLUTION_S) + 1)
+        r = RESOLUTION_S
+        far = when - self.loop.time()
+        while r * _BUCKETS_PER_SPAN < far:
+            r *= 2
+        # The first multiple of r at or after `when` plus the slack: due no earlier than `when`.
+        return Deadline(self, math.ceil((when + _SLACK_S) / r) * r)
 
     def _add(self, d: Deadline) -> None:
         bucket = self._buckets.get(d._tick)
@@ -88,15 +102,15 @@ class Deadlines:
         if bucket is not None:
             bucket.discard(d)
 
-    def _arm(self, tick: int) -> None:
+    def _arm(self, tick: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._next = tick
-        self._handle = self.loop.call_at(tick * RESOLUTION_S, self._fire)
+        self._handle = self.loop.call_at(tick, self._fire)
 
     def _fire(self) -> None:
         self._handle = self._next = None
-        due = (self.loop.time() + RESOLUTION_S / 2) / RESOLUTION_S
+        due = self.loop.time() + _SLACK_S
         while self._ticks and self._ticks[0] <= due:
             for d in self._buckets.pop(heapq.heappop(self._ticks)):
                 d._expire()

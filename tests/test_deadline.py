@@ -60,12 +60,43 @@ async def test_a_deadline_never_fires_before_its_time() -> None:
     seen: list[str] = []
     task = asyncio.ensure_future(_sleeper(_deadlines(timers), 100.5, seen))
     await asyncio.sleep(0)
-    # Each armed timer, run as early as a loop may run it (half a tick), is still too soon.
-    while timers.armed and timers.armed[0][0] - RESOLUTION_S / 2 < 100.5:
-        timers.advance(timers.armed[0][0] - RESOLUTION_S / 2)
+    # Up to its time, in steps of 0.1 ms, with each timer run as early as uvloop may run it
+    # (it rounds to the millisecond).
+    for step in range(1, 5000):
+        now = 100.0 + step / 10_000
+        timers.now = now
+        for when, callback, handle in list(timers.armed):
+            if when - 0.001 <= now and not handle.cancelled():
+                timers.armed.remove((when, callback, handle))
+                callback()
         await asyncio.sleep(0)
-        assert not task.done()
+        assert not task.done(), now
     task.cancel()
+
+
+@pytest.mark.parametrize("far", [0.01, 0.5, 60.0, 600.0])
+async def test_a_deadline_is_late_by_at_most_a_five_hundredth_of_how_far_it_was(
+    far: float,
+) -> None:
+    timers = FakeTimers()
+    task = asyncio.ensure_future(_sleeper(_deadlines(timers), timers.now + far, []))
+    await asyncio.sleep(0)
+    armed = timers.armed[0][0]
+    late = armed - (100.0 + far)
+    assert 0 < late <= max(far / 500, RESOLUTION_S) + 0.001
+    task.cancel()
+
+
+async def test_steady_traffic_keeps_a_bounded_number_of_buckets() -> None:
+    # Ten minutes of attempts, each with a deadline 600 s ahead (a JSON attempt's default): the
+    # buckets alive at once stay at about a thousand, not one per 5 ms of the span.
+    timers = FakeTimers()
+    deadlines = _deadlines(timers)
+    for _ in range(600_000 // 20):
+        timers.now += 0.02
+        async with deadlines.at(timers.now + 600):
+            pass
+    assert len(deadlines._buckets) <= 1_100
 
 
 async def test_a_block_that_ends_in_time_is_not_cancelled_later() -> None:
