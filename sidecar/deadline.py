@@ -53,11 +53,10 @@ class Deadline:
     ) -> None:
         self._owner._discard(self)
         assert self._task is not None
-        if (
-            self.expired
-            and exc_type is asyncio.CancelledError
-            and self._task.uncancel() <= self._cancelling
-        ):
+        # asyncio.Timeout's order: once expired, its own cancel is taken back whatever ended
+        # the block, and only a cancel that was its alone becomes the TimeoutError.
+        taken_back = self.expired and self._task.uncancel() <= self._cancelling
+        if taken_back and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
 
     def _expire(self) -> None:
