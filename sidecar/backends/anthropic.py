@@ -68,8 +68,6 @@ class AnthropicBackend(BackendAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._url = self.backend.base_url.rstrip("/") + "/v1/messages"
-        self._static = {k.lower(): v for k, v in self.backend.headers.items()}
-        self._static.update(self.credentials())
 
     def credentials(self) -> dict[str, str]:
         key = self.backend.api_key()
@@ -82,7 +80,7 @@ class AnthropicBackend(BackendAdapter):
         caller_speaks_anthropic = call.route in (Route.MESSAGES, Route.COUNT_TOKENS)
         own = "anthropic-" if caller_speaks_anthropic else ""
         headers = h.kept_by(call.headers, h.KEPT["anthropic"], own)
-        headers.update(self._static)
+        headers.update(self.static_headers)
         headers.setdefault("anthropic-version", self.backend.settings.anthropic_version)
         headers["x-request-id"] = call.request_id
         body = self._messages_body(call) if caller_speaks_anthropic else self._chat_body(call)

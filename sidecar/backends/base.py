@@ -48,6 +48,9 @@ class BackendAdapter(ABC):
         self.backend = backend
         self.name = backend.name
         self.kind = backend.settings.kind
+        # `{PREFIX}HEADERS` and the key as read at start, on every request the kind builds.
+        self.static_headers = {k.lower(): v for k, v in backend.headers.items()}
+        self.static_headers.update(self.credentials())
 
     def credentials(self) -> dict[str, str]:
         """The header carrying the backend's key as of now (`Backend.api_key`): the chain sets it

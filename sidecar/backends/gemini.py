@@ -74,8 +74,6 @@ class GeminiBackend(BackendAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._base = self.backend.base_url.rstrip("/")
-        self._static = {k.lower(): v for k, v in self.backend.headers.items()}
-        self._static.update(self.credentials())
 
     def credentials(self) -> dict[str, str]:
         key = self.backend.api_key()
@@ -95,7 +93,7 @@ class GeminiBackend(BackendAdapter):
         except TranslationError as e:
             raise Untranslatable(e.message, e.param) from None
         headers = h.kept_by(call.headers, h.KEPT["gemini"])
-        headers.update(self._static)
+        headers.update(self.static_headers)
         headers["content-type"] = "application/json"
         headers["x-request-id"] = call.request_id
         return UpstreamRequest("POST", self.url(model, call.stream), headers, orjson.dumps(body))

@@ -58,8 +58,6 @@ class OpenAIBackend(BackendAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._base = self.backend.base_url.rstrip("/")
-        self.static_headers = {k.lower(): v for k, v in self.backend.headers.items()}
-        self.static_headers.update(self.credentials())
         self.token_limit = chat_token_limit(self.backend)
 
     # Streams ask for the usage chunk so that tokens are counted (dropped if the caller did not).

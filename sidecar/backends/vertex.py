@@ -87,7 +87,7 @@ class VertexBackend(GeminiBackend):
             body = self._translated(call.body)
             headers = h.kept_by(call.headers, h.KEPT["anthropic"])
         body["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
-        headers.update(self._static)
+        headers.update(self.static_headers)
         headers["content-type"] = "application/json"
         headers["x-request-id"] = call.request_id
         return UpstreamRequest("POST", self.url(model, call.stream), headers, orjson.dumps(body))
