@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import wrk
 from bench.procs import BenchError, Proc, cpu_seconds, free_port, spawn, stop
-from bench.runner import PATHS
+from bench.runner import PATHS, relay_argv, sidecar_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,23 +54,6 @@ def _tree(rev: str, into: Path) -> Path:
         raise BenchError(f"git archive {rev}: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     return tree
-
-
-def _sidecar_env(tree: Path, port: int, upstream: int) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(tree),
-        # `python -m` would put the working directory (this checkout) first on sys.path,
-        # ahead of PYTHONPATH, and every revision would run this checkout's code.
-        "PYTHONSAFEPATH": "1",
-        "SIDECAR_BACKENDS": "primary",
-        "SIDECAR_PORT": str(port),
-        "SIDECAR_ADMIN_PORT": str(free_port()),
-        "PRIMARY_BASE_URL": f"http://127.0.0.1:{upstream}/v1",
-        "PRIMARY_API_KEY": "sk-bench",
-        "SIDECAR_LOG_LEVEL": "WARNING",
-        "SIDECAR_MAX_INFLIGHT": "100000",
-    }
 
 
 async def _listening(url: str, proc: Proc, mode: str, wrk_path: str) -> None:
@@ -142,17 +125,20 @@ async def _compare(args: argparse.Namespace, scratch: Path) -> list[str]:
     targets: list[Target] = []
     try:
         relay_port = free_port()
-        argv = [py, "-m", "bench.relay", "--port", str(relay_port)]
-        relay = spawn(
-            "relay", [*argv, "--upstream", f"http://127.0.0.1:{up}"], cpus=[1], log_dir=logs
-        )
+        argv = relay_argv(py, relay_port, f"http://127.0.0.1:{up}", 100)
+        relay = spawn("relay", argv, cpus=[1], log_dir=logs)
         procs.append(relay)
         path = PATHS[args.mode]
         targets.append(Target("relay", relay, f"http://127.0.0.1:{relay_port}{path}"))
         for rev in args.revs:
             port = free_port()
             tree = _tree(rev, scratch)
-            env = _sidecar_env(tree, port, up)
+            env = sidecar_env(port, free_port(), {"primary": f"http://127.0.0.1:{up}/v1"}) | {
+                "PYTHONPATH": str(tree),
+                # `python -m` would put the working directory (this checkout) first on sys.path,
+                # ahead of PYTHONPATH, and every revision would run this checkout's code.
+                "PYTHONSAFEPATH": "1",
+            }
             proc = spawn(
                 rev.replace("/", "_"),
                 [py, "-m", "sidecar", "serve"],

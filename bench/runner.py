@@ -123,6 +123,37 @@ class Proxy:
     prefix: str = ""
 
 
+def relay_argv(python: str, port: int, upstream: str, max_connections: int) -> list[str]:
+    return [
+        *(python, "-m", "bench.relay", "--port", str(port)),
+        *("--upstream", upstream, "--max-connections", str(max_connections)),
+    ]
+
+
+def sidecar_env(port: int, admin: int, backends: dict[str, str]) -> dict[str, str]:
+    """The bench's settings for a sidecar in front of `backends` (name → BASE_URL)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SIDECAR_", "PRIMARY_", "SECONDARY_", "OTEL_"))
+    }
+    env |= {
+        "SIDECAR_BACKENDS": ",".join(backends),
+        "SIDECAR_HOST": "127.0.0.1",
+        "SIDECAR_PORT": str(port),
+        "SIDECAR_ADMIN_HOST": "127.0.0.1",
+        "SIDECAR_ADMIN_PORT": str(admin),
+        "SIDECAR_LOG_LEVEL": "WARNING",
+        "SIDECAR_MAX_INFLIGHT": "100000",
+        "SIDECAR_SHUTDOWN_DELAY_S": "0",
+        "SIDECAR_SHUTDOWN_GRACE_S": "2",
+    }
+    for name, base_url in backends.items():
+        env[f"{name.upper()}_BASE_URL"] = base_url
+        env[f"{name.upper()}_API_KEY"] = "sk-bench"
+    return env
+
+
 @dataclass
 class Bench:
     plan: Plan
@@ -203,37 +234,9 @@ class Bench:
             f"{stats['bytes'] / 1e6:,.1f} MB of spans."
         )
 
-    def _relay_argv(self, port: int, upstream: str, max_connections: int) -> list[str]:
-        return [
-            *(self.python, "-m", "bench.relay", "--port", str(port)),
-            *("--upstream", upstream, "--max-connections", str(max_connections)),
-        ]
-
-    def _sidecar_env(self, port: int, admin: int, backends: dict[str, str]) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SIDECAR_", "PRIMARY_", "SECONDARY_", "OTEL_"))
-        }
-        env |= {
-            "SIDECAR_BACKENDS": ",".join(backends),
-            "SIDECAR_HOST": "127.0.0.1",
-            "SIDECAR_PORT": str(port),
-            "SIDECAR_ADMIN_HOST": "127.0.0.1",
-            "SIDECAR_ADMIN_PORT": str(admin),
-            "SIDECAR_LOG_LEVEL": "WARNING",
-            "SIDECAR_MAX_INFLIGHT": "100000",
-            "SIDECAR_SHUTDOWN_DELAY_S": "0",
-            "SIDECAR_SHUTDOWN_GRACE_S": "2",
-        }
-        for name, base_url in backends.items():
-            env[f"{name.upper()}_BASE_URL"] = base_url
-            env[f"{name.upper()}_API_KEY"] = "sk-bench"
-        return env
-
     async def _start_relay(self, name: str, upstream: str, max_connections: int = 100) -> Proxy:
         port = free_port()
-        argv = self._relay_argv(port, upstream, max_connections)
+        argv = relay_argv(self.python, port, upstream, max_connections)
         proc = self._spawn(name, argv, self.cores.proxy)
         return Proxy(RELAY, proc, f"http://127.0.0.1:{port}")
 
@@ -255,7 +258,7 @@ class Bench:
         backends = {"primary": f"{self.upstream_root}{primary_path}/v1"}
         if primary_path:
             backends["secondary"] = f"{self.upstream_root}/v1"
-        env = self._sidecar_env(port, admin, backends) | dict(extra or {})
+        env = sidecar_env(port, admin, backends) | dict(extra or {})
         argv = [self.python, "-m", "sidecar", "serve"]
         proc = self._spawn(name, argv, self.cores.proxy, env=env)
         urls = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
