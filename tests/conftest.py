@@ -184,6 +184,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+def typed_tokens(sc: Running, backend: str, kind: str) -> float:
+    """`llm_sidecar_tokens_total` of one type on the default chain."""
+    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
+
+
+def class_failures(sc: Running, backend: str, cls: str) -> float:
+    """`llm_sidecar_backend_failures_total` of one class on the default chain."""
+    labels = {"chain": "default", "backend": backend, "class": cls}
+    return sc.metric("llm_sidecar_backend_failures_total", **labels)
+
+
 def tokens(sc: Running, backend: str) -> tuple[float, float]:
     labels = {"chain": "default", "backend": backend}
     return (

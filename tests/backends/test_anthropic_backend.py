@@ -8,12 +8,12 @@ from backends.kinds import ANTHROPIC_KEY, chain
 from conftest import (
     LONG,
     FakeFactory,
-    Running,
     SidecarFactory,
     chat,
     post,
     sse_data,
     streamed_text,
+    typed_tokens,
 )
 from fakes.anthropic_upstream import FakeAnthropic, Script, overloaded, rate_limited
 from fakes.openai_upstream import Script as OScript
@@ -22,10 +22,6 @@ from sidecar.backends.anthropic import AnthropicSource
 from sidecar.dialects.anthropic_stream import AnthropicStream
 from sidecar.dialects.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
-
-
-def tokens(sc: Running, backend: str, kind: str) -> float:
-    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
 
 
 async def test_openai_caller_gets_an_anthropic_answer_as_a_chat_completion(
@@ -45,8 +41,8 @@ async def test_openai_caller_gets_an_anthropic_answer_as_a_chat_completion(
     assert sent.path == "/v1/messages"
     assert sent.json["max_tokens"] == 4096
     assert sent.json["messages"] == [{"role": "user", "content": "hi"}]
-    assert tokens(sc, "claude", "prompt") == 11
-    assert tokens(sc, "claude", "completion") == 5
+    assert typed_tokens(sc, "claude", "prompt") == 11
+    assert typed_tokens(sc, "claude", "completion") == 5
 
 
 async def test_anthropic_upstream_gets_exactly_one_credential_and_the_configured_version(
@@ -96,8 +92,8 @@ async def test_openai_caller_streams_an_anthropic_answer(
     assert usage["usage"]["prompt_tokens"] == 11
     finishes = [c["choices"][0]["finish_reason"] for c in events[:-2]]
     assert finishes[-1] == "stop"
-    assert tokens(sc, "claude", "prompt") == 11
-    assert tokens(sc, "claude", "completion") == 5
+    assert typed_tokens(sc, "claude", "prompt") == 11
+    assert typed_tokens(sc, "claude", "completion") == 5
 
 
 async def test_anthropic_tool_call_streams_as_openai_tool_call_fragments(

@@ -13,12 +13,13 @@ from backends.kinds import AWS_SECRET, BEDROCK_MODEL, chain
 from conftest import (
     LONG,
     FakeFactory,
-    Running,
     SidecarFactory,
     chat,
+    class_failures,
     post,
     sse_data,
     streamed_text,
+    typed_tokens,
 )
 from fakes.bedrock_upstream import FakeBedrock, Script, anthropic_message
 
@@ -28,15 +29,6 @@ from sidecar.config import load_config
 from sidecar.dialects.pivot import OpenAISink, PivotStream
 from sidecar.failure import FailureClass
 from sidecar.settings import ConfigError
-
-
-def tokens(sc: Running, backend: str, kind: str) -> float:
-    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
-
-
-def failures(sc: Running, backend: str, cls: str) -> float:
-    labels = {"chain": "default", "backend": backend, "class": cls}
-    return sc.metric("llm_sidecar_backend_failures_total", **labels)
 
 
 async def test_openai_caller_gets_a_converse_answer_as_a_chat_completion(
@@ -53,8 +45,8 @@ async def test_openai_caller_gets_a_converse_answer_as_a_chat_completion(
     assert sent.model_id == BEDROCK_MODEL
     assert sent.json["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
     assert sent.json["inferenceConfig"] == {"maxTokens": 30}
-    assert tokens(sc, "aws", "prompt") == 9
-    assert tokens(sc, "aws", "completion") == 4
+    assert typed_tokens(sc, "aws", "prompt") == 9
+    assert typed_tokens(sc, "aws", "completion") == 4
 
 
 async def test_bedrock_request_is_signed_with_sigv4_and_carries_no_caller_credential(
@@ -94,8 +86,8 @@ async def test_openai_caller_streams_a_converse_stream(
     assert events[-1] == "[DONE]"
     assert events[-2]["usage"]["prompt_tokens"] == 9
     assert bedrock.seen[0].operation == "converse-stream"
-    assert tokens(sc, "aws", "prompt") == 9
-    assert tokens(sc, "aws", "completion") == 4
+    assert typed_tokens(sc, "aws", "prompt") == 9
+    assert typed_tokens(sc, "aws", "completion") == 4
 
 
 async def test_a_converse_stream_whose_body_ends_late_keeps_its_connection(
@@ -173,7 +165,7 @@ async def test_bedrock_http_errors_fall_back_with_their_class(
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == f"aws={cls}"
     assert r.headers["x-sidecar-backend"] == "backup"
-    assert failures(sc, "aws", cls) == 1
+    assert class_failures(sc, "aws", cls) == 1
 
 
 @pytest.mark.parametrize(
@@ -224,7 +216,7 @@ async def test_exception_frame_before_content_falls_back_with_its_class(
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == f"aws={cls}"
     assert streamed_text(r.text) == "Hello from the fake."
-    assert failures(sc, "aws", cls) == 1
+    assert class_failures(sc, "aws", cls) == 1
 
 
 @pytest.mark.parametrize("end", ["exception", "cut"])
@@ -244,7 +236,7 @@ async def test_broken_converse_stream_after_commit_ends_with_one_terminal_error(
     assert [e for e in events if "error" in e] == [events[-1]]
     assert streamed_text(r.text) == "w0 w1 w2"
     assert backup.seen == []
-    assert failures(sc, "aws", "stream_interrupted") == 1
+    assert class_failures(sc, "aws", "stream_interrupted") == 1
 
 
 async def test_unreachable_bedrock_endpoint_is_a_connect_error(
@@ -388,7 +380,7 @@ async def test_an_anthropic_callers_body_reaches_claude_on_bedrock_as_written(
     assert sent == {k: v for k, v in body.items() if k != "model"}
     assert seen.headers["authorization"].startswith("AWS4-HMAC-SHA256")
     # Anthropic's input count excludes the cached tokens; the prompt counter includes them.
-    assert (tokens(sc, "aws", "prompt"), tokens(sc, "aws", "completion")) == (11, 4)
+    assert (typed_tokens(sc, "aws", "prompt"), typed_tokens(sc, "aws", "completion")) == (11, 4)
 
 
 async def test_the_anthropic_sdk_streams_claude_from_invoke_with_response_stream(
@@ -410,7 +402,7 @@ async def test_the_anthropic_sdk_streams_claude_from_invoke_with_response_stream
     seen = bedrock.seen[0]
     assert seen.operation == "invoke-with-response-stream"
     assert "stream" not in seen.json and "model" not in seen.json
-    assert (tokens(sc, "aws", "prompt"), tokens(sc, "aws", "completion")) == (9, 4)
+    assert (typed_tokens(sc, "aws", "prompt"), typed_tokens(sc, "aws", "completion")) == (9, 4)
 
 
 async def test_the_anthropic_sdk_gets_a_streamed_tool_use_from_invoke(

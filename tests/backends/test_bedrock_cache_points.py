@@ -5,7 +5,7 @@ from typing import Any
 
 import aiohttp
 from backends.kinds import chain
-from conftest import FakeFactory, Running, SidecarFactory, post
+from conftest import FakeFactory, SidecarFactory, post, typed_tokens
 from fakes.bedrock_upstream import FakeBedrock, Script
 
 from sidecar.dialects.anthropic_request import anthropic_request_to_openai
@@ -66,10 +66,6 @@ def test_breakpoints_become_cache_points_after_their_blocks_first_four_in_order(
     assert last[1:] == [POINT, {"text": "and five?"}]
 
 
-def tokens(sc: Running, backend: str, kind: str) -> float:
-    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
-
-
 async def test_an_anthropic_caller_caches_on_converse_and_cache_tokens_count(
     bedrock: FakeBedrock, sidecar: SidecarFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -92,7 +88,7 @@ async def test_an_anthropic_caller_caches_on_converse_and_cache_tokens_count(
     assert bedrock.seen[0].json["system"] == [{"text": "long rules"}, POINT]
     assert r.json["usage"]["cache_read_input_tokens"] == 100
     assert r.json["usage"]["cache_creation_input_tokens"] == 20
-    assert tokens(sc, "aws", "prompt") == 123
+    assert typed_tokens(sc, "aws", "prompt") == 123
 
 
 async def test_openai_family_upstreams_never_see_the_breakpoint_marker(

@@ -12,25 +12,17 @@ from conftest import (
     Running,
     SidecarFactory,
     chat,
+    class_failures,
     post,
     sse_data,
     streamed_text,
+    typed_tokens,
 )
 from fakes.gemini_upstream import SIGNATURE, FakeGemini, Script, error
 from fakes.openai_upstream import Script as OScript
 
 from sidecar.config import load_config
 from sidecar.settings import ConfigError
-
-
-def tokens(sc: Running, backend: str, kind: str) -> float:
-    return sc.metric("llm_sidecar_tokens_total", chain="default", backend=backend, type=kind)
-
-
-def failures(sc: Running, backend: str, cls: str) -> float:
-    labels = {"chain": "default", "backend": backend, "class": cls}
-    return sc.metric("llm_sidecar_backend_failures_total", **labels)
-
 
 WEATHER = {
     "type": "function",
@@ -66,8 +58,8 @@ async def test_openai_caller_gets_a_generate_content_answer_as_a_chat_completion
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
         "generationConfig": {"maxOutputTokens": 30, "temperature": 0.2, "stopSequences": ["END"]},
     }
-    assert (tokens(sc, "g", "prompt"), tokens(sc, "g", "completion")) == (7, 7)
-    assert (tokens(sc, "g", "cache_read"), tokens(sc, "g", "reasoning")) == (3, 2)
+    assert (typed_tokens(sc, "g", "prompt"), typed_tokens(sc, "g", "completion")) == (7, 7)
+    assert (typed_tokens(sc, "g", "cache_read"), typed_tokens(sc, "g", "reasoning")) == (3, 2)
 
 
 async def test_openai_caller_streams_gemini_sse_and_gets_done_and_usage(
@@ -82,8 +74,8 @@ async def test_openai_caller_streams_gemini_sse_and_gets_done_and_usage(
     assert events[-2]["usage"]["total_tokens"] == 14
     assert events[-3]["choices"][0]["finish_reason"] == "stop"
     assert (gemini.seen[0].method, gemini.seen[0].query) == ("streamGenerateContent", "alt=sse")
-    assert (tokens(sc, "g", "prompt"), tokens(sc, "g", "completion")) == (7, 7)
-    assert (tokens(sc, "g", "cache_read"), tokens(sc, "g", "reasoning")) == (3, 2)
+    assert (typed_tokens(sc, "g", "prompt"), typed_tokens(sc, "g", "completion")) == (7, 7)
+    assert (typed_tokens(sc, "g", "cache_read"), typed_tokens(sc, "g", "reasoning")) == (3, 2)
 
 
 async def test_thought_parts_are_not_relayed_as_content(
@@ -249,7 +241,7 @@ async def test_gemini_http_errors_fall_back_with_their_class(
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == f"g={cls}"
     assert r.headers["x-sidecar-backend"] == "backup"
-    assert failures(sc, "g", cls) == 1
+    assert class_failures(sc, "g", cls) == 1
 
 
 @pytest.mark.parametrize(
@@ -351,7 +343,7 @@ async def test_a_gemini_stream_broken_after_commit_ends_with_one_terminal_error(
     assert [e for e in events if "error" in e] == [events[-1]]
     assert streamed_text(r.text) == "w0 w1 w2"
     assert backup.seen == []
-    assert failures(sc, "g", "stream_interrupted") == 1
+    assert class_failures(sc, "g", "stream_interrupted") == 1
 
 
 async def test_a_gemini_stream_cut_after_commit_is_an_anthropic_error_event(
