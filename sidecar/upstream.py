@@ -1,21 +1,20 @@
-"""The transport toward backends: `Upstream`, and the HTTP one. aiohttp's exceptions become
-`UpstreamError` here (Bedrock's transport, `sidecar.upstream_bedrock`, maps botocore's likewise).
-Anything with `send` and `close` is an `Upstream`: tests hand `create_app` a fake one.
+"""The transport toward backends: `Upstream`, and the HTTP one (`sidecar.http1`, whose errors
+become `UpstreamError` here; Bedrock's transport, `sidecar.upstream_bedrock`, maps botocore's
+likewise). Anything with `send` and `close` is an `Upstream`: tests hand `create_app` a fake one.
 
-One pooled `ClientSession` per backend (its `MAX_CONNECTIONS` is a per-backend pool). Redirects are
+One connection pool per backend (its `MAX_CONNECTIONS` is a per-backend pool). Redirects are
 never followed. Deadlines (first token, response, stream idle, the chain's budget) are the chain's
-and the relay's business: they wrap these calls in `asyncio.timeout`.
+and the relay's business: they wrap these calls in their own timers.
 """
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
-import aiohttp
-from yarl import URL
-
 from sidecar.call import UpstreamRequest
 from sidecar.failure import FailureClass
+from sidecar.http1 import Connection, Exchange, Http1Error, Pool, request_head, target
 from sidecar.settings import Backend
 
 
@@ -95,114 +94,125 @@ class Upstream(Protocol):
 
 
 class HttpResponse:
-    __slots__ = ("_resp", "_tails", "headers", "status")
+    """A response read off a `sidecar.http1` connection. Its connection goes back to the pool
+    as soon as the whole body is in; what is left is read from the response's buffer."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, tails: Tails | None = None) -> None:
-        self._resp = resp
+    __slots__ = ("_conn", "_ex", "_tails", "headers", "status")
+
+    def __init__(self, conn: Connection, ex: Exchange, tails: Tails | None = None) -> None:
+        self._conn = conn
+        self._ex = ex
         self._tails = tails
-        self.status = resp.status
-        self.headers: Mapping[str, str] = resp.headers
+        self.status = ex.status
+        assert ex.headers is not None
+        self.headers: Mapping[str, str] = ex.headers
 
     @property
     def content_type(self) -> str:
-        return self._resp.content_type
+        raw = self.headers.get("content-type")
+        if not raw:
+            return "application/octet-stream"
+        return raw.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
-            raise UpstreamError(FailureClass.SERVER_ERROR, _describe(e)) from None
+        ex = self._ex
+        if ex.complete:  # the usual case: the body came with the head
+            return ex.take()
+        parts = []
+        while not ex.complete:
+            if ex.error is not None:
+                raise UpstreamError(FailureClass.SERVER_ERROR, ex.error.what)
+            await ex.wait()
+            parts.append(ex.take())
+            self._conn.took(ex)
+        parts.append(ex.take())
+        return b"".join(parts)
 
     async def chunk(self) -> bytes:
         """The next bytes of the body as they arrive; b"" at a clean end."""
-        try:
-            return await self._resp.content.readany()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
-            raise UpstreamError(FailureClass.STREAM_INTERRUPTED, _describe(e)) from None
+        ex = self._ex
+        while not ex.chunks:
+            if ex.error is not None:
+                raise UpstreamError(FailureClass.STREAM_INTERRUPTED, ex.error.what)
+            if ex.complete:
+                return b""
+            await ex.wait()
+        data = ex.take()
+        self._conn.took(ex)
+        return data
+
+    def __del__(self) -> None:
+        # Never left holding a place of the pool, whatever its owner forgot.
+        if not self._ex.released:
+            self._conn.abandon(self._ex)
 
     def close(self) -> None:
-        # close(), not release(): an abandoned body must drop the connection so the upstream
-        # sees the cancel at once rather than keep generating tokens.
-        self._resp.close()
+        # An abandoned body drops the connection, so that the upstream sees the cancel at once
+        # rather than keep generating tokens.
+        self._conn.abandon(self._ex)
 
     def finish(self) -> None:
         """The answer is complete: keep the connection once the body has ended (see TAIL_S)."""
-        resp = self._resp
-        if resp.content.is_eof():
-            resp.release()  # at the end of the body, the connection is already pooled
-        elif self._tails is None or not self._tails.spawn(lambda: _read_tail(resp), resp.close):
-            resp.close()
+        if self._ex.released:
+            return  # at the end of the body, the connection is already pooled
+        if self._tails is None or not self._tails.spawn(self._read_tail, self.close):
+            self.close()
+
+    async def _read_tail(self) -> None:
+        # Read to the body's end, which pools the connection; any other end drops it (the
+        # `then` of Tails.spawn is close()).
+        with contextlib.suppress(TimeoutError, UpstreamError):
+            async with asyncio.timeout(TAIL_S):
+                seen = 0
+                while chunk := await self.chunk():
+                    seen += len(chunk)
+                    if seen > TAIL_BYTES:
+                        return
 
 
-async def _read_tail(resp: aiohttp.ClientResponse) -> None:
-    try:
-        async with asyncio.timeout(TAIL_S):
-            seen = 0
-            while chunk := await resp.content.readany():
-                seen += len(chunk)
-                if seen > TAIL_BYTES:
-                    break
-            else:
-                resp.release()
-                return
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        pass  # Tails.spawn's `then` closes the response: the connection is dropped
+_CLASSES = {"timeout": FailureClass.TIMEOUT, "invalid": FailureClass.INVALID_RESPONSE}
 
 
 class HttpUpstream:
-    """The connection pool and sender for one backend."""
+    """The connection pool and sender for one backend (`sidecar.http1`)."""
 
     def __init__(self, backend: Backend) -> None:
         s = backend.settings
         self.name = backend.name
         self._tails = Tails(s.max_connections)
-        self._connector = aiohttp.TCPConnector(limit=s.max_connections, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=self._connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self._pool = Pool(s.max_connections, s.connect_timeout_s)
 
     async def send(self, req: UpstreamRequest) -> UpstreamResponse:
-        try:
-            resp = await self._session.request(
-                req.method,
-                URL(req.url, encoded=True) if req.encoded else req.url,
-                headers=req.headers,
-                data=req.body or None,
-                allow_redirects=False,
-            )
-        except aiohttp.ConnectionTimeoutError:
-            raise UpstreamError(FailureClass.TIMEOUT, "connect timeout") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
-            raise UpstreamError(FailureClass.CONNECT_ERROR, _describe(e)) from None
-        except aiohttp.ClientResponseError as e:
-            raise UpstreamError(
-                FailureClass.INVALID_RESPONSE, f"bad response: {e.message}"
-            ) from None
-        return HttpResponse(resp, self._tails)
+        t = target(req.url, req.encoded)
+        body = req.body
+        head = request_head(req.method, t, req.headers, len(body))
+        pool = self._pool
+        while True:
+            try:
+                conn = await pool.connection(t)
+            except Http1Error as e:
+                raise UpstreamError(
+                    _CLASSES.get(e.kind, FailureClass.CONNECT_ERROR), e.what
+                ) from None
+            ex = conn.start(head, body, head_only=req.method == "HEAD")
+            try:
+                while ex.headers is None and ex.error is None:
+                    await ex.wait()
+            except BaseException:
+                conn.abandon(ex)
+                raise
+            if ex.headers is not None:
+                return HttpResponse(conn, ex, self._tails)
+            error = ex.error
+            assert error is not None
+            conn.abandon(ex)
+            # A kept connection that the server had closed before it read this request: once
+            # more, on a new one (a new connection is never reused, so this ends).
+            if not (error.kind == "closed" and conn.reused and not ex.received):
+                raise UpstreamError(
+                    _CLASSES.get(error.kind, FailureClass.CONNECT_ERROR), error.what
+                )
 
     async def close(self) -> None:
         await self._tails.cancel()
-        await self._session.close()
-
-
-def _describe(e: BaseException) -> str:
-    # Only the exception class: messages can carry the URL, and URLs may carry credentials.
-    match e:
-        case aiohttp.ClientConnectorDNSError():
-            return "DNS lookup failed"
-        case aiohttp.ClientConnectorCertificateError() | aiohttp.ClientSSLError():
-            return "TLS handshake failed"
-        case aiohttp.ClientConnectorError():
-            return "connection refused"
-        case aiohttp.ServerDisconnectedError():
-            return "upstream closed the connection"
-        case aiohttp.ClientPayloadError():
-            return "upstream body was cut off"
-        case asyncio.TimeoutError():
-            return "timeout"
-        case _:
-            return type(e).__name__
+        self._pool.close()

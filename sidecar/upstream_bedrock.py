@@ -35,7 +35,7 @@ from sidecar.call import UpstreamRequest
 from sidecar.dialects.bedrock import Converse, CountTokens, Invoke, invoke_event_to_sse
 from sidecar.failure import FailureClass
 from sidecar.settings import Backend, BackendSettings
-from sidecar.upstream import TAIL_S, HttpResponse, Tails, UpstreamError
+from sidecar.upstream import TAIL_S, Tails, UpstreamError
 
 F = FailureClass
 
@@ -51,8 +51,8 @@ _TIMEOUT_CODES = frozenset({"ModelTimeoutException"})
 _TAIL_EVENTS = 16
 
 
-class BedrockResponse(HttpResponse):
-    __slots__ = ("_body", "_events", "_stream")
+class BedrockResponse:
+    __slots__ = ("_body", "_events", "_stream", "_tails", "headers", "status")
 
     def __init__(
         self,

@@ -456,3 +456,43 @@ async def test_the_method_headers_and_body_are_sent_and_a_gzip_answer_is_decompr
     resp.finish()
     assert got == [b'{"a": 1}']
     assert server.seen[0].headers["x-request-id"] == "r1"
+
+
+async def test_a_kept_connection_the_server_closed_unanswered_is_retried_once_on_a_new_one(
+    pools: Pools,
+) -> None:
+    heads: list[bytes] = []
+
+    async def first_then_hang_up(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        # The first connection answers once, then closes when the next request arrives on it,
+        # as a server does whose keep-alive ran out just as the request went out.
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        if len(heads) == 1:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+        w.close()
+
+    server = await asyncio.start_server(first_then_hang_up, "127.0.0.1", 0)
+    async with server:
+        upstream = pools(backend(url_of(server)))
+        for _ in range(2):
+            resp = await upstream.send(get(url_of(server)))
+            assert await resp.read() == b"ok"
+            resp.finish()
+    assert len(heads) == 3  # the second request went out twice: the kept connection, a new one
+
+
+async def test_a_new_connection_closed_unanswered_is_not_retried(pools: Pools) -> None:
+    heads: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        w.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        with pytest.raises(UpstreamError) as e:
+            await pools(backend(url_of(server))).send(get(url_of(server)))
+    assert e.value.detail == "upstream closed the connection"
+    assert len(heads) == 1
