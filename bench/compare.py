@@ -1,13 +1,14 @@
 """`python -m bench.compare REV [REV ...]`: the sidecar at several commits, side by side.
 
 What a change costs is smaller than what a shared machine drifts between two `make bench` runs,
-so this measures the versions together: the bench's fake upstream, the bare relay and one
-sidecar per revision (each `git archive`d into a temporary folder and run with this checkout's
-interpreter and dependencies; `.` is the working tree as it is, uncommitted changes included,
-and a folder holding a `sidecar/` package, such as a patched copy, runs as it is), all started
-at once, then interleaved rounds of one wrk scenario (the order reversed every other round, so
-a neighbour's burst lands on all of them), CPU per request from /proc. Printed: the medians,
-and the median of the per-round ratios to the relay and to the first revision.
+so this measures the versions together: the bench's fake upstream, the bare relay (and the same
+relay on the sidecar's own HTTP client, `relay-http1`) and one sidecar per revision (each `git
+archive`d into a temporary folder and run with this checkout's interpreter and dependencies; `.`
+is the working tree as it is, uncommitted changes included, and a folder holding a `sidecar/`
+package, such as a patched copy, runs as it is), all started at once, then interleaved rounds of
+one wrk scenario (the order reversed every other round, so a neighbour's burst lands on all of
+them), CPU per request from /proc. Printed: the medians, and the median of the per-round ratios
+to each relay and to the first revision.
 
     python -m bench.compare 263a885 6f5eefa . --mode stream --rounds 9
 """
@@ -98,11 +99,12 @@ def _report(targets: list[Target], args: argparse.Namespace) -> list[str]:
             f"  {statistics.median(t.cpu_us):6.1f} CPU us/req  failures {t.failures}"
             f"  (CPU per round: {spread})"
         )
-    relay, first = targets[0], targets[1]
-    for t in targets[1:]:
+    relay, http1, first = targets[0], targets[1], targets[2]
+    for t in targets[2:]:
         lines.append(
             f"{t.name:>12}  vs relay: {_ratio(t, relay, 'rps'):.3f}x req/s,"
             f" {_ratio(t, relay, 'cpu_us'):.3f}x CPU"
+            f"   vs relay-http1: {_ratio(t, http1, 'cpu_us'):.3f}x CPU"
             + (
                 f"   vs {first.name}: {_ratio(t, first, 'rps'):.3f}x req/s,"
                 f" {_ratio(t, first, 'cpu_us'):.3f}x CPU"
@@ -124,12 +126,13 @@ async def _compare(args: argparse.Namespace, scratch: Path) -> list[str]:
     ]
     targets: list[Target] = []
     try:
-        relay_port = free_port()
-        argv = relay_argv(py, relay_port, f"http://127.0.0.1:{up}", 100)
-        relay = spawn("relay", argv, cpus=[1], log_dir=logs)
-        procs.append(relay)
         path = PATHS[args.mode]
-        targets.append(Target("relay", relay, f"http://127.0.0.1:{relay_port}{path}"))
+        for client, name in (("aiohttp", "relay"), ("http1", "relay-http1")):
+            relay_port = free_port()
+            argv = relay_argv(py, relay_port, f"http://127.0.0.1:{up}", 100, client)
+            relay = spawn(name, argv, cpus=[1], log_dir=logs)
+            procs.append(relay)
+            targets.append(Target(name, relay, f"http://127.0.0.1:{relay_port}{path}"))
         for rev in args.revs:
             port = free_port()
             tree = _tree(rev, scratch)

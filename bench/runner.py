@@ -19,6 +19,8 @@ from bench.procs import BenchError, Proc, cpu_seconds, free_port, memory_kib, sp
 from bench.upstream import MODEL
 
 RELAY = "relay"
+# The same relay on the sidecar's own HTTP client (`bench/relay.py --client http1`).
+RELAY_HTTP1 = "relay_http1"
 SIDECAR = "sidecar"
 DIRECT = "direct"
 CHAT_PATH = "/v1/chat/completions"
@@ -123,10 +125,13 @@ class Proxy:
     prefix: str = ""
 
 
-def relay_argv(python: str, port: int, upstream: str, max_connections: int) -> list[str]:
+def relay_argv(
+    python: str, port: int, upstream: str, max_connections: int, client: str = "aiohttp"
+) -> list[str]:
     return [
         *(python, "-m", "bench.relay", "--port", str(port)),
         *("--upstream", upstream, "--max-connections", str(max_connections)),
+        *("--client", client),
     ]
 
 
@@ -234,11 +239,15 @@ class Bench:
             f"{stats['bytes'] / 1e6:,.1f} MB of spans."
         )
 
-    async def _start_relay(self, name: str, upstream: str, max_connections: int = 100) -> Proxy:
+    async def _start_relay(
+        self, name: str, upstream: str, max_connections: int = 100, client: str = "aiohttp"
+    ) -> Proxy:
         port = free_port()
-        argv = relay_argv(self.python, port, upstream, max_connections)
+        argv = relay_argv(self.python, port, upstream, max_connections, client)
         proc = self._spawn(name, argv, self.cores.proxy)
-        return Proxy(RELAY, proc, f"http://127.0.0.1:{port}")
+        return Proxy(
+            RELAY if client == "aiohttp" else RELAY_HTTP1, proc, f"http://127.0.0.1:{port}"
+        )
 
     async def _start_sidecar(
         self,
@@ -383,25 +392,29 @@ class Bench:
         log(f"run {index + 1} of {self.plan.runs}")
         relay, sidecar = await self._start_pair()
         traced = await self._start_traced()
+        http1 = await self._start_relay("relay-http1", self.upstream_root, client="http1")
+        await self._ready(http1)
         # alternate who goes first, so a slow drift of the shared machine hits both alike
         pair = [relay, sidecar] if index % 2 == 0 else [sidecar, relay]
-        # tracing on is measured next to tracing off, in the same rotation
+        # tracing on, and the relay on the sidecar's client, are measured in the same rotation
         trio = [*pair, traced] if index % 2 == 0 else [traced, *pair]
+        four = [http1, *trio] if index % 2 == 0 else [*trio, http1]
         seconds = self.plan.duration_s
-        for proxy in trio:
+        for proxy in four:
             for mode in ("json", "stream", "responses"):
                 await self._wrk(proxy.url + PATHS[mode], mode, 16, self.plan.warmup_s)
         for scenario, mode, connections, proxies in (
-            ("json16", "json", 16, trio),
+            ("json16", "json", 16, four),
             ("json64", "json", 64, pair),
-            ("stream16", "stream", 16, trio),
-            ("responses16", "responses", 16, pair),
+            ("stream16", "stream", 16, four),
+            ("responses16", "responses", 16, [*pair, http1]),
         ):
             for proxy in proxies:
                 result = await self._measure(proxy, scenario, mode, connections, seconds)
                 name = proxy.prefix + proxy.label
                 log(f"  {scenario:<11} {name:<14} {result.rps:>8.0f}/s  bad {result.failures}")
         self._stop(traced.proc)
+        self._stop(http1.proc)
         await self._paced(pair)
         for proxy in pair:
             self.results.add(proxy.label, "rss_peak_kib", memory_kib(proxy.proc.pid)[1])
