@@ -139,7 +139,9 @@ def _method(plan: Plan, stand_in: bool) -> list[str]:
         f"slow stream dripping its 50 chunks every {plan.drip_ms:.0f} ms for the memory check.",
         "- Relay (`bench/relay.py`): aiohttp + uvloop, reads the body, forwards it with one pooled "
         "ClientSession (100 connections, as the sidecar's default), relays the answer as bytes, "
-        "streams chunk by chunk; no parsing, metrics, logging or fallback.",
+        "streams chunk by chunk; no parsing, metrics, logging or fallback. The rows 'Relay on "
+        "the sidecar's client' put the sidecar against the same relay on `sidecar.http1` "
+        "(`--client http1`) instead of ClientSession.",
         f"- {slot}.",
         f"- Load: Debian `wrk -t1` with `bench/wrk.lua`, {plan.duration_s} s per measurement after "
         f"a {plan.warmup_s} s warm-up per process. Every answer is checked in Lua: status 200, the "
