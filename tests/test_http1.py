@@ -6,10 +6,12 @@ import asyncio
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import wait_until
@@ -440,3 +442,45 @@ async def test_a_tls_backend_with_a_trusted_certificate_is_answered_over_tls(
     conn, ex = await exchange(pool, r.url)
     assert await body_of(ex) == b"ok"
     assert conn.transport is not None and conn.transport.get_extra_info("ssl_object") is not None
+
+
+async def test_an_unresolvable_host_is_a_dns_failure(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def nowhere(*args: object, **kwargs: object) -> list[object]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", nowhere)
+    with pytest.raises(Http1Error) as e:
+        await pool.connection(target("http://backend.invalid/x", False))
+    assert (e.value.kind, e.value.what, pool.in_use) == ("dns", "DNS lookup failed", 0)
+
+
+@pytest.mark.parametrize(("ttl", "lookups"), [(60.0, 1), (0.0, 2)])
+async def test_a_hosts_addresses_are_looked_up_once_per_dns_ttl_s(
+    raw: Callable[..., Awaitable[Raw]],
+    pool: Pool,
+    monkeypatch: pytest.MonkeyPatch,
+    ttl: float,
+    lookups: int,
+) -> None:
+    async def closing(reader: asyncio.StreamReader, w: asyncio.StreamWriter, r: Raw) -> None:
+        await head_of(reader, r)
+        w.write(answer(b"ok", "Connection: close"))
+        await w.drain()
+
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    asked: list[object] = []
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[0])
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    monkeypatch.setattr(http1, "DNS_TTL_S", ttl)
+    r = await raw(closing)
+    for _ in range(2):  # two connections: the first is not kept
+        _, ex = await exchange(pool, r.url)
+        assert await body_of(ex) == b"ok"
+    assert (len(r.ports), len(asked)) == (2, lookups)
