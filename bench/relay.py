@@ -81,6 +81,8 @@ async def relay_http1(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=ex.status, headers={"Content-Type": content_type})
         await response.prepare(request)
         while True:
+            if ex.error is not None:
+                raise ex.error
             if not ex.chunks and not ex.complete:
                 await ex.wait()
                 continue
