@@ -278,6 +278,11 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.ex is None:
+            # Bytes after the answer, in its packet: the parser is mid-message or failed.
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._names.append(name.decode("utf-8", "surrogateescape"))
         self._values.append(value.decode("utf-8", "surrogateescape"))

@@ -484,3 +484,21 @@ async def test_a_hosts_addresses_are_looked_up_once_per_dns_ttl_s(
         _, ex = await exchange(pool, r.url)
         assert await body_of(ex) == b"ok"
     assert (len(r.ports), len(asked)) == (2, lookups)
+
+
+@pytest.mark.parametrize("tail", [b"garbage", b"HTTP/1.1 2"], ids=["not-http", "a-partial-head"])
+async def test_bytes_after_a_complete_answer_in_the_same_packet_drop_its_connection(
+    raw: Callable[..., Awaitable[Raw]], pool: Pool, tail: bytes
+) -> None:
+    async def chatty(reader: asyncio.StreamReader, w: asyncio.StreamWriter, r: Raw) -> None:
+        await head_of(reader, r)
+        w.write(answer(b"ok") + tail)
+        await w.drain()
+        await keep_answering(reader, w, r)
+
+    r = await raw(chatty)
+    _, ex = await exchange(pool, r.url)
+    assert await body_of(ex) == b"ok"
+    _, ex = await exchange(pool, r.url)  # not on the connection whose parser is mid-message
+    assert ex.error is None and await body_of(ex) == b"ok"
+    assert len(r.ports) == 2
