@@ -308,7 +308,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.ex
-        if ex is not None and ex.headers is not None and not ex.complete:
+        # Not after a decompression error: that exchange is dropped, not complete.
+        if ex is not None and ex.headers is not None and not ex.complete and ex.error is None:
             self._done(ex)
 
     # the exchange's side

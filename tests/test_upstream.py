@@ -496,3 +496,16 @@ async def test_a_new_connection_closed_unanswered_is_not_retried(pools: Pools) -
             await pools(backend(url_of(server))).send(get(url_of(server)))
     assert e.value.detail == "upstream closed the connection"
     assert len(heads) == 1
+
+
+async def test_a_corrupt_gzip_body_that_arrives_whole_is_an_error_not_an_empty_body(
+    pools: Pools,
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 15\r\n\r\n"
+    server = await raw_server(lambda w: w.write(head + b"not gzip at all"))
+    async with server:
+        resp = await pools(backend(url_of(server))).send(get(url_of(server)))
+        with pytest.raises(UpstreamError) as e:
+            await resp.read()
+        resp.close()
+    assert (e.value.cls, e.value.detail) == (FailureClass.SERVER_ERROR, "upstream body was cut off")
