@@ -142,9 +142,11 @@ class HttpResponse:
         return data
 
     def __del__(self) -> None:
-        # Never left holding a place of the pool, whatever its owner forgot.
+        # Never left holding a place of the pool, whatever its owner forgot. Once the loop is
+        # closed (collected at shutdown) there is no pool left to hold, and no loop to close on.
         if not self._ex.released:
-            self._conn.abandon(self._ex)
+            with contextlib.suppress(RuntimeError):
+                self._conn.abandon(self._ex)
 
     def close(self) -> None:
         # An abandoned body drops the connection, so that the upstream sees the cancel at once

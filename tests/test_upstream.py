@@ -3,8 +3,10 @@
 connection can fail becomes."""
 
 import asyncio
+import gc
 import gzip
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,8 +19,9 @@ import sidecar.upstream as sidecar_upstream
 from sidecar.call import UpstreamRequest
 from sidecar.config import load_config
 from sidecar.failure import FailureClass
+from sidecar.http1 import Connection, Pool
 from sidecar.settings import Backend
-from sidecar.upstream import HttpUpstream, Tails, UpstreamError, UpstreamResponse
+from sidecar.upstream import HttpResponse, HttpUpstream, Tails, UpstreamError, UpstreamResponse
 
 
 def backend(url: str, **settings: str) -> Backend:
@@ -509,3 +512,31 @@ async def test_a_corrupt_gzip_body_that_arrives_whole_is_an_error_not_an_empty_b
             await resp.read()
         resp.close()
     assert (e.value.cls, e.value.detail) == (FailureClass.SERVER_ERROR, "upstream body was cut off")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # the socket the closed loop left open
+def test_a_response_collected_after_its_loop_closed_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unraisable: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(u.exc_value))
+    ours, theirs = socket.socketpair()  # `theirs`, a plain socket, plays the upstream
+    kept: list[HttpResponse] = []
+
+    async def main() -> None:
+        pool = Pool(1, 1)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            lambda: Connection(pool, (False, "h", 80)), sock=ours
+        )
+        ex = conn.start(b"GET / HTTP/1.1\r\n\r\n", b"", head_only=False)
+        theirs.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+        while ex.headers is None:
+            await ex.wait()
+        kept.append(HttpResponse(conn, ex))
+
+    asyncio.run(main())
+    kept.clear()  # the last reference goes with the loop closed: as at shutdown
+    gc.collect()
+    theirs.close()
+    assert unraisable == []
