@@ -46,7 +46,7 @@ FORWARDED: Final = frozenset(
 )
 
 # Credentials and cookies stay here; the sidecar sets its own request id; the chain header is
-# the sidecar's; accept-encoding is aiohttp's (it decompresses what it asked for).
+# the sidecar's; accept-encoding is the HTTP client's (sidecar.http1 decompresses what it asks for).
 NEVER_FORWARDED: Final = HOP_BY_HOP | {
     "authorization",
     "x-api-key",
@@ -77,7 +77,7 @@ RELAYED: Final[Mapping[str, tuple[str, ...]]] = {
 def hop_by_hop(headers: Mapping[str, str]) -> frozenset[str]:
     """HOP_BY_HOP plus every field a `Connection` header names: those are hop-by-hop too."""
     if isinstance(headers, CIMultiDictProxy | CIMultiDict):
-        # aiohttp's own headers: a case-blind lookup instead of a walk over every field.
+        # multidicts (aiohttp's server, sidecar.http1): a case-blind lookup, not a walk over all.
         values: Iterable[str] = headers.getall("connection", ())
     else:
         values = (v for k, v in headers.items() if k.lower() == "connection")
