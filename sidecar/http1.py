@@ -11,8 +11,9 @@ as it arrives. That is what this does, and no more:
 - HTTP/1.1 over TCP or TLS (the system's trust store, the host checked), one request at a time
   per connection, kept alive unless either side says otherwise;
 - at most `limit` connections in use per backend; a request past it waits for one;
-- a pooled connection the server closed before answering is retried once on a new one (the
-  server never read the request: it had closed first);
+- whether a connection was reused and whether anything came back on it, so that
+  `sidecar.upstream` can retry once, on a new one, a request whose kept connection the server
+  had closed before it read the request;
 - bodies by Content-Length, chunked, or to the end of the connection; gzip and deflate answers
   decompressed (it asks for them, as aiohttp did);
 - reading pauses while more than `HIGH_WATER` bytes wait to be read (a slow caller);
@@ -132,17 +133,13 @@ class Exchange:
         "framed",
         "head_only",
         "headers",
-        "names",
         "received",
         "released",
         "status",
-        "values",
     )
 
     def __init__(self, head_only: bool) -> None:
         self.status = 0
-        self.names: list[str] = []
-        self.values: list[str] = []
         self.headers: CIMultiDictProxy[str] | None = None
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -402,14 +399,15 @@ class Pool:
         self.in_use -= 1
         self._wake_one()
 
-    async def connection(self, t: Target) -> Connection:
-        """A connection to `t`, counted as in use until `release` or `discard`."""
+    async def connection(self, t: Target, *, fresh: bool = False) -> Connection:
+        """A connection to `t`, counted as in use until `release` or `discard`; a new one if
+        `fresh`, else a kept one when there is one."""
         if self.closed:
             raise Http1Error("connect", "the backend is closed")
         await self._slot()
         try:
             key = (t.tls, t.host, t.port)
-            idle = self._idle.get(key)
+            idle = None if fresh else self._idle.get(key)
             if idle:
                 stale = asyncio.get_running_loop().time() - KEEPALIVE_S
                 while idle:

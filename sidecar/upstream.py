@@ -189,9 +189,10 @@ class HttpUpstream:
         body = req.body
         head = request_head(req.method, t, req.headers, len(body))
         pool = self._pool
+        fresh = False
         while True:
             try:
-                conn = await pool.connection(t)
+                conn = await pool.connection(t, fresh=fresh)
             except Http1Error as e:
                 raise UpstreamError(
                     _CLASSES.get(e.kind, FailureClass.CONNECT_ERROR), e.what
@@ -209,7 +210,8 @@ class HttpUpstream:
             assert error is not None
             conn.abandon(ex)
             # A kept connection that the server had closed before it read this request: once
-            # more, on a new one (a new connection is never reused, so this ends).
+            # more, on a new connection, whose own failure is the answer.
+            fresh = True
             if not (error.kind == "closed" and conn.reused and not ex.received):
                 raise UpstreamError(
                     _CLASSES.get(error.kind, FailureClass.CONNECT_ERROR), error.what

@@ -540,3 +540,41 @@ def test_a_response_collected_after_its_loop_closed_raises_nothing(
     gc.collect()
     theirs.close()
     assert unraisable == []
+
+
+async def test_the_retry_of_a_stale_kept_connection_goes_out_on_a_new_one_not_another_kept(
+    pools: Pools,
+) -> None:
+    heads: list[bytes] = []
+    connections = 0
+    gate = asyncio.Event()
+
+    async def answer_once_then_hang_up(
+        reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        nonlocal connections
+        connections += 1
+        mine = connections
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        if mine <= 2:
+            await gate.wait()  # both first requests in flight at once: two kept connections
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        if mine <= 2:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+        w.close()
+
+    server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
+    async with server:
+        upstream = pools(backend(url_of(server)))
+        first = [asyncio.create_task(upstream.send(get(url_of(server)))) for _ in range(2)]
+        await wait_until(lambda: connections == 2, what="two connections")
+        gate.set()
+        for resp in await asyncio.gather(*first):
+            assert await resp.read() == b"ok"
+            resp.finish()
+        resp = await upstream.send(get(url_of(server)))
+        assert await resp.read() == b"ok"
+        resp.finish()
+    # two first requests, the stale attempt, and its retry on a third, new connection
+    assert (len(heads), connections) == (4, 3)
