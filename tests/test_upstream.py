@@ -546,23 +546,28 @@ async def test_the_retry_of_a_stale_kept_connection_goes_out_on_a_new_one_not_an
     pools: Pools,
 ) -> None:
     heads: list[bytes] = []
-    connections = 0
+    connections = finished = 0
     gate = asyncio.Event()
 
     async def answer_once_then_hang_up(
         reader: asyncio.StreamReader, w: asyncio.StreamWriter
     ) -> None:
-        nonlocal connections
+        nonlocal connections, finished
         connections += 1
         mine = connections
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
-        if mine <= 2:
-            await gate.wait()  # both first requests in flight at once: two kept connections
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await w.drain()
-        if mine <= 2:
+        try:
             heads.append(await reader.readuntil(b"\r\n\r\n"))
-        w.close()
+            if mine <= 2:
+                await gate.wait()  # both first requests in flight at once: two kept connections
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            if mine <= 2:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+        except asyncio.IncompleteReadError:
+            pass  # the kept connection that was never used again, closed with the pool
+        finally:
+            w.close()
+            finished += 1
 
     server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
     async with server:
@@ -576,5 +581,7 @@ async def test_the_retry_of_a_stale_kept_connection_goes_out_on_a_new_one_not_an
         resp = await upstream.send(get(url_of(server)))
         assert await resp.read() == b"ok"
         resp.finish()
+        await upstream.close()
+        await wait_until(lambda: finished == connections, what="every connection closed")
     # two first requests, the stale attempt, and its retry on a third, new connection
     assert (len(heads), connections) == (4, 3)
