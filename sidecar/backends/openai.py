@@ -223,7 +223,9 @@ def chat_token_limit(b: Backend) -> str:
         kind azure: the v1 API, or API_VERSION >= 2024-09-01  max_completion_tokens
         kind azure: an older API_VERSION                      max_tokens
         kind openai at api.openai.com (or a regional          max_completion_tokens
-          `*.api.openai.com`)
+          `*.api.openai.com`), or at Azure OpenAI's v1 API
+          (`https://*.openai.azure.com/openai/v1`, and the
+          `services.ai` and `cognitiveservices` hosts)
         kind openai at any other BASE_URL                     max_tokens
 
     OpenAI's reasoning models (o-series, gpt-5) refuse `max_tokens`, and every current OpenAI
@@ -236,10 +238,17 @@ def chat_token_limit(b: Backend) -> str:
     if s.kind == "azure":
         current = s.api_version is None or s.api_version >= AZURE_COMPLETION_TOKENS_SINCE
         return "max_completion_tokens" if current else "max_tokens"
-    host = urlsplit(b.base_url).hostname or ""
+    url = urlsplit(b.base_url)
+    host = url.hostname or ""
     if host == "api.openai.com" or host.endswith(".api.openai.com"):
         return "max_completion_tokens"
+    if host.endswith(_AZURE_HOSTS) and url.path.rstrip("/") == "/openai/v1":
+        return "max_completion_tokens"
     return "max_tokens"
+
+
+# Azure OpenAI's resource hosts; at /openai/v1 they serve OpenAI's own API.
+_AZURE_HOSTS = (".openai.azure.com", ".services.ai.azure.com", ".cognitiveservices.azure.com")
 
 
 def _check(b: Backend, env: Mapping[str, str]) -> None:

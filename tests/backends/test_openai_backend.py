@@ -152,6 +152,11 @@ def test_the_caller_gets_the_upstreams_rate_limit_headers_only() -> None:
         ({"BASE_URL": "http://localhost:11434/v1"}, "max_tokens"),
         ({"BASE_URL": "http://vllm.internal:8000/v1"}, "max_tokens"),
         ({"BASE_URL": "https://api.openai.com.example.net/v1"}, "max_tokens"),
+        # kind openai at Azure OpenAI's v1 API (it is OpenAI's API; kind azure says the same)
+        ({"BASE_URL": "https://r.openai.azure.com/openai/v1/"}, "max_completion_tokens"),
+        ({"BASE_URL": "https://r.services.ai.azure.com/openai/v1"}, "max_completion_tokens"),
+        ({"BASE_URL": "https://r.cognitiveservices.azure.com/openai/v1"}, "max_completion_tokens"),
+        ({"BASE_URL": "https://r.openai.azure.com/other/v1"}, "max_tokens"),
         ({"KIND": "azure", "BASE_URL": "https://r.openai.azure.com"}, "max_completion_tokens"),
         (
             {
