@@ -168,7 +168,8 @@ async def stream(request: web.Request, s: Script) -> web.StreamResponse:
     await resp.prepare(request)
     if s.end == "error_first":
         status = {"UNAVAILABLE": 503, "RESOURCE_EXHAUSTED": 429}.get(s.error_status, 500)
-        await resp.write(sse(error_body(error(status, s.error_status), status)))
+        # `details` as in an error answer: Google's RetryInfo comes in-band too.
+        await resp.write(sse(error_body(error(status, s.error_status, details=s.details), status)))
         return resp
     if s.block_reason is not None:
         await resp.write(sse(answer(s)))
