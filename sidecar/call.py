@@ -106,6 +106,9 @@ class StreamStep:
     done: bool = False
     # An in-band error event, or a malformed one: (class, caller-dialect error body).
     error: tuple[FailureClass, bytes] | None = None
+    # The wait that error event asked for, where the kind reads one in it (as
+    # `BackendAdapter.retry_after_s` does in an error answer); None when it did not say.
+    retry_after_s: float | None = None
 
 
 class StreamAdapter(ABC):

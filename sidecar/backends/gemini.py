@@ -9,7 +9,7 @@ thought) or a function call; a candidate's `finishReason`, or a prompt blocked b
 candidate (`promptFeedback.blockReason`), finishes the stream and ends it: Gemini sends no
 terminator of its own. An `{"error": …}` event is an in-band error, classified like the HTTP
 error of the same Google status (`RESOURCE_EXHAUSTED` → `rate_limited`, `UNAVAILABLE` →
-`overloaded`).
+`overloaded`), its `RetryInfo` read as that error's would be (`retry_after_s`).
 """
 
 from collections.abc import Mapping
@@ -41,6 +41,7 @@ from sidecar.dialects.gemini import (
     gemini_response_to_openai,
     gemini_retry_delay_s,
     gemini_usage_to_openai,
+    google_retry_delay_s,
     openai_request_to_gemini,
 )
 from sidecar.dialects.openai import usage_of
@@ -181,7 +182,9 @@ class GeminiSource(SSESource):
                 break
             if "error" in obj:
                 envelope = gemini_error_to_openai(obj, _status_of(obj))
-                items.append(InBandError(classify_error_event(obj), envelope))
+                # A 200 stream's first event can be the 429 itself, RetryInfo and all.
+                delay = google_retry_delay_s(obj)
+                items.append(InBandError(classify_error_event(obj), envelope, delay))
                 break
             try:
                 items.extend(self._tr.feed(obj))

@@ -381,6 +381,11 @@ def gemini_retry_delay_s(body: bytes) -> float | None:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
+    return google_retry_delay_s(parsed)
+
+
+def google_retry_delay_s(parsed: Any) -> float | None:
+    """`gemini_retry_delay_s` of an error already parsed (a stream's in-band error event)."""
     details = google_error(parsed).get("details")
     for detail in details if isinstance(details, list) else []:
         if isinstance(detail, dict) and detail.get("@type") == _RETRY_INFO:

@@ -33,6 +33,8 @@ class InBandError:
 
     cls: FailureClass
     envelope: JSON
+    # The wait the upstream's event asked for (`StreamStep.retry_after_s`).
+    retry_after_s: float | None = None
 
     @property
     def status(self) -> int:
@@ -218,6 +220,7 @@ class PivotStream(StreamAdapter):
         for item in items:
             if isinstance(item, InBandError):
                 step.error = (item.cls, self._sink.error(item))
+                step.retry_after_s = item.retry_after_s
                 break
             if isinstance(item, Terminator):
                 step.done = True

@@ -406,10 +406,17 @@ def retry_info(delay: Any) -> list[dict[str, Any]]:
 
 
 def waiting(how: str, seconds: str) -> Script:
-    """A Gemini 429 asking for `seconds`: in a Retry-After header, or Google's way, in the body."""
+    """A Gemini 429 asking for `seconds`: in a Retry-After header, or Google's way, in the body;
+    or a stream's 200 whose first event is that error (`in_stream`)."""
     if how == "header":
         return error(429, "RESOURCE_EXHAUSTED", headers={"Retry-After": seconds})
+    if how == "in_stream":
+        details = retry_info(seconds + "s")
+        return Script(end="error_first", error_status="RESOURCE_EXHAUSTED", details=details)
     return error(429, "RESOURCE_EXHAUSTED", details=retry_info(seconds + "s"))
+
+
+WAYS = ["header", "retry_info", "in_stream"]
 
 
 def circuit_of(sc: Running, name: str) -> dict[str, Any]:
@@ -419,7 +426,7 @@ def circuit_of(sc: Running, name: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.parametrize("how", ["header", "retry_info"])
+@pytest.mark.parametrize("how", WAYS)
 async def test_a_short_retry_delay_is_waited_out_in_line_as_a_retry_after_is(
     gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, how: str
 ) -> None:
@@ -427,7 +434,7 @@ async def test_a_short_retry_delay_is_waited_out_in_line_as_a_retry_after_is(
     sc = await sidecar(chain(("g", gemini), G_RETRIES="1", G_RETRY_BACKOFF_S="5"))
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    r = await post(http, sc.url, chat())
+    r = await post(http, sc.url, chat(stream=how == "in_stream"))
     waited = loop.time() - t0
     assert r.status == 200
     assert r.headers["x-sidecar-failures"] == "g=rate_limited"
@@ -435,13 +442,13 @@ async def test_a_short_retry_delay_is_waited_out_in_line_as_a_retry_after_is(
     assert circuit_of(sc, "g")["circuit"] == "closed"
 
 
-@pytest.mark.parametrize("how", ["header", "retry_info"])
+@pytest.mark.parametrize("how", WAYS)
 async def test_a_long_retry_delay_opens_the_circuit_for_it_and_reaches_the_caller(
     gemini: FakeGemini, sidecar: SidecarFactory, http: aiohttp.ClientSession, how: str
 ) -> None:
     gemini.script(waiting(how, "17"))
     sc = await sidecar(chain(("g", gemini), G_RETRIES="3"))
-    r = await post(http, sc.url, chat())
+    r = await post(http, sc.url, chat(stream=how == "in_stream"))
     assert r.status == 429
     assert r.headers["retry-after"] == "17"
     assert r.headers["x-anyllm-fallback-exhausted"] == "true"
@@ -463,6 +470,29 @@ async def test_a_fractional_retry_delay_reaches_the_caller_in_whole_seconds_roun
     assert (r.status, r.headers["retry-after"]) == (429, "3")
     assert r.json["error"]["type"] == "rate_limit_error"
     assert 1.5 < circuit_of(sc, "g")["cooldown_remaining_s"] <= 2.5
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {**chat(stream=True), "max_tokens": 5}),
+        ("/v1/responses", {"model": "gpt-test", "input": "hi", "stream": True}),
+    ],
+)
+async def test_an_in_stream_retry_delay_counts_for_every_caller_dialect(
+    gemini: FakeGemini,
+    sidecar: SidecarFactory,
+    http: aiohttp.ClientSession,
+    path: str,
+    body: dict[str, Any],
+) -> None:
+    gemini.script(waiting("in_stream", "2"))
+    sc = await sidecar(chain(("g", gemini), SIDECAR_RETRY_AFTER_WAIT_MAX_S="1"))
+    r = await post(http, sc.url, body, path=path)
+    assert (r.status, r.headers["retry-after"]) == (429, "2")
+    state = circuit_of(sc, "g")
+    assert (state["circuit"], len(gemini.seen)) == ("open", 1)
+    assert 1 < state["cooldown_remaining_s"] <= 2
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import anthropic
 import pytest
 from conftest import Running, SidecarFactory, chat, post, sse_data, streamed_text
 from fakes import anthropic_upstream
-from fakes.gemini_upstream import FakeGemini
+from fakes.gemini_upstream import FakeGemini, Script
 from fakes.gemini_upstream import error as gemini_error
 from fakes.vertex_upstream import FakeGoogleAuth, FakeVertex
 
@@ -248,17 +248,22 @@ async def test_a_vertex_error_in_googles_shape_reaches_an_anthropic_caller_in_it
     assert r.headers["x-sidecar-failures"] == "v=rate_limited"
 
 
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_vertex_gemini_429s_retry_info_opens_the_circuit_for_its_delay(
     auth: FakeGoogleAuth,
     vertex: FakeVertex,
     sidecar: SidecarFactory,
     http: aiohttp.ClientSession,
     tmp_path: Path,
+    stream: bool,
 ) -> None:
     retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "42s"}
-    vertex.script(gemini_error(429, "RESOURCE_EXHAUSTED", details=[retry]))
+    if stream:  # a 200 whose first event is the error
+        vertex.script(Script(end="error_first", error_status="RESOURCE_EXHAUSTED", details=[retry]))
+    else:
+        vertex.script(gemini_error(429, "RESOURCE_EXHAUSTED", details=[retry]))
     sc = await vertex_sidecar(sidecar, vertex, GEMINI, auth.service_account_file(tmp_path))
-    r = await post(http, sc.url, chat())
+    r = await post(http, sc.url, chat(stream=stream))
     assert (r.status, r.headers["retry-after"]) == (429, "42")
     backends = sc.app.status()["backends"]
     assert isinstance(backends, list)
