@@ -44,6 +44,9 @@ HIGH_WATER = 256 * 1024
 KEEPALIVE_S = 15.0
 # How long a host's resolved addresses are used for new connections.
 DNS_TTL_S = 60.0
+# An answer's head past this many bytes is refused (aiohttp allowed 8190 bytes a line): an
+# upstream must not grow the sidecar's memory with headers alone.
+MAX_HEAD_BYTES = 64 * 1024
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -222,6 +225,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._names: list[str] = []
         self._values: list[str] = []
+        self._head_bytes = 0
 
     # asyncio.Protocol
 
@@ -245,6 +249,11 @@ class Connection(asyncio.Protocol):
                 else:
                     ex.error = Http1Error("cut", "upstream body was cut off")
             self._drop(ex)
+        if ex.headers is None and ex.error is None:
+            # All of it was head (llhttp buffers a header line until it ends): count it.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                ex.error = Http1Error("invalid", "bad response: its head is too large")
         if ex.error is not None and not ex.released:
             self._drop(ex)
         elif (
@@ -313,6 +322,7 @@ class Connection(asyncio.Protocol):
 
     def start(self, head: bytes, body: bytes, head_only: bool) -> Exchange:
         self.ex = ex = Exchange(head_only)
+        self._head_bytes = 0
         assert self.transport is not None
         if len(body) < 65536:
             self.transport.write(head + body)

@@ -502,3 +502,38 @@ async def test_bytes_after_a_complete_answer_in_the_same_packet_drop_its_connect
     _, ex = await exchange(pool, r.url)  # not on the connection whose parser is mid-message
     assert ex.error is None and await body_of(ex) == b"ok"
     assert len(r.ports) == 2
+
+
+async def test_an_answer_whose_head_is_larger_than_max_head_bytes_is_invalid(
+    raw: Callable[..., Awaitable[Raw]], pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "MAX_HEAD_BYTES", 100)
+
+    async def huge_head(reader: asyncio.StreamReader, w: asyncio.StreamWriter, r: Raw) -> None:
+        await head_of(reader, r)
+        w.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        for _ in range(10):  # one header line that does not end
+            await asyncio.sleep(0.01)
+            w.write(b"p" * 50)
+        await asyncio.sleep(1)
+
+    r = await raw(huge_head)
+    _, ex = await exchange(pool, r.url)
+    assert ex.headers is None and ex.error is not None
+    assert (ex.error.kind, ex.error.what) == ("invalid", "bad response: its head is too large")
+    assert pool.in_use == 0
+
+
+async def test_a_body_in_the_packet_of_its_head_does_not_count_against_max_head_bytes(
+    raw: Callable[..., Awaitable[Raw]], pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http1, "MAX_HEAD_BYTES", 100)
+
+    async def big_body(reader: asyncio.StreamReader, w: asyncio.StreamWriter, r: Raw) -> None:
+        await head_of(reader, r)
+        w.write(answer(b"b" * 1000))
+        await asyncio.sleep(1)
+
+    r = await raw(big_body)
+    _, ex = await exchange(pool, r.url)
+    assert await body_of(ex) == b"b" * 1000
