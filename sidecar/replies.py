@@ -29,8 +29,12 @@ def failure_reply(dialect: Dialect, f: Failure, backend: str) -> Reply:
         return Reply(f.status, f.body, dict(f.headers), f.content_type)
     status = status_of(f.cls)
     if f.body is not None and f.status is None and f.cls is not F.INVALID_RESPONSE:
-        # An in-band error event before content: its own body, a status of the same meaning.
-        return Reply(status, _event_body(f.body), dict(f.headers))
+        # An in-band error event before content: its own body, a status of the same meaning,
+        # and the wait it asked for (Gemini's RetryInfo) as the caller's Retry-After.
+        headers = dict(f.headers)
+        if f.retry_after_s is not None:
+            headers.setdefault("retry-after", retry_after_header(f.retry_after_s))
+        return Reply(status, _event_body(f.body), headers)
     message = f"backend {backend!r} failed: {f.detail} ({f.cls})"
     return Reply(status, error_body(dialect, status, message, code=f.cls.value))
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sidecar.call import StreamAdapter, StreamStep
-from sidecar.circuit import retry_after_header
 from sidecar.failure import Failure, FailureClass
 from sidecar.metrics import BackendSeries
 from sidecar.tracing import NO_ATTEMPT_SPAN, AttemptSpan
@@ -90,14 +89,12 @@ async def until_commit(
         committed = step.content or step.finished
         if step.error is not None and not committed:
             cls, body = step.error
-            # The event's wait counts as an error answer's Retry-After would, for the caller too.
-            wait = step.retry_after_s
+            # The event's wait counts as an error answer's Retry-After would.
             return Failure(
                 cls,
                 "error event before the first content",
                 body=redact(body),
-                headers={} if wait is None else {"retry-after": retry_after_header(wait)},
-                retry_after_s=wait,
+                retry_after_s=step.retry_after_s,
             )
         if step.out:
             head.append(step.out)
