@@ -243,12 +243,13 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
-            if ex.error is None and not ex.complete:
+            if ex.released:
+                self.close()  # not HTTP after a complete answer: the parser cannot go on
+            elif ex.error is None:
                 if ex.headers is None:
                     ex.error = Http1Error("invalid", f"bad response: {type(e).__name__}")
                 else:
                     ex.error = Http1Error("cut", "upstream body was cut off")
-            self._drop(ex)
         if ex.headers is None and ex.error is None:
             # All of it was head (llhttp buffers a header line until it ends): count it.
             self._head_bytes += len(data)
