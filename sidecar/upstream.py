@@ -175,6 +175,11 @@ class HttpResponse:
 _CLASSES = {"timeout": FailureClass.TIMEOUT, "invalid": FailureClass.INVALID_RESPONSE}
 
 
+def _upstream_error(e: Http1Error) -> UpstreamError:
+    """Before an answer's head every way to fail is a connect error, but for these two."""
+    return UpstreamError(_CLASSES.get(e.kind, FailureClass.CONNECT_ERROR), e.what)
+
+
 class HttpUpstream:
     """The connection pool and sender for one backend (`sidecar.http1`)."""
 
@@ -194,9 +199,7 @@ class HttpUpstream:
             try:
                 conn = await pool.connection(t, fresh=fresh)
             except Http1Error as e:
-                raise UpstreamError(
-                    _CLASSES.get(e.kind, FailureClass.CONNECT_ERROR), e.what
-                ) from None
+                raise _upstream_error(e) from None
             ex = conn.start(head, body, head_only=req.method == "HEAD")
             try:
                 while ex.headers is None and ex.error is None:
@@ -213,9 +216,7 @@ class HttpUpstream:
             # more, on a new connection, whose own failure is the answer.
             fresh = True
             if not (error.kind == "closed" and conn.reused and not ex.received):
-                raise UpstreamError(
-                    _CLASSES.get(error.kind, FailureClass.CONNECT_ERROR), error.what
-                )
+                raise _upstream_error(error)
 
     async def close(self) -> None:
         await self._tails.cancel()
