@@ -4,9 +4,9 @@ Read the body, forward it with one pooled ClientSession, relay the answer as byt
 by chunk, one write per upstream read, the last read written with the end of the body). No
 parsing, metrics, logging or fallback: the cost floor of an aiohttp proxy.
 
-`--client http1` is the same relay on the sidecar's own HTTP client (`sidecar.http1`) instead of
-aiohttp's `ClientSession`: what the sidecar's parsing, fallback and metrics cost on top of its
-transport, measured against a relay that has the same transport.
+`--client http1` is the same relay on the sidecar's own HTTP transport (`HttpUpstream` on
+`sidecar.http1`) instead of aiohttp's `ClientSession`: what the sidecar's parsing, fallback and
+metrics cost on top of its transport, measured against a relay that has the same transport.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, TCPConnector, web
 
-from sidecar.http1 import Pool, request_head, target
+from sidecar.call import UpstreamRequest
+from sidecar.config import load_config
+from sidecar.upstream import HttpUpstream
 
 SESSION = web.AppKey("session", ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
-POOL = web.AppKey("pool", Pool)
+HTTP1 = web.AppKey("http1", HttpUpstream)
 
 
 async def relay(request: web.Request) -> web.StreamResponse:
@@ -63,47 +65,48 @@ async def relay_http1(request: web.Request) -> web.StreamResponse:
         "content-type": request.headers.get("Content-Type", "application/json"),
         "authorization": "Bearer sk-bench",
     }
-    t = target(request.app[UPSTREAM] + request.path, False)
-    conn = await request.app[POOL].connection(t)
-    ex = conn.start(request_head("POST", t, headers, len(body)), body, head_only=False)
+    url = request.app[UPSTREAM] + request.path
+    upstream = await request.app[HTTP1].send(UpstreamRequest("POST", url, headers, body))
     try:
-        while ex.headers is None:
-            if ex.error is not None:
-                raise ex.error
-            await ex.wait()
-        content_type = ex.headers.get("Content-Type", "application/octet-stream")
+        content_type = upstream.headers.get("Content-Type", "application/octet-stream")
         if not content_type.startswith("text/event-stream"):
-            while not ex.complete:
-                await ex.wait()
+            payload = await upstream.read()
+            upstream.finish()
             return web.Response(
-                status=ex.status, body=ex.take(), headers={"Content-Type": content_type}
+                status=upstream.status, body=payload, headers={"Content-Type": content_type}
             )
-        response = web.StreamResponse(status=ex.status, headers={"Content-Type": content_type})
+        response = web.StreamResponse(
+            status=upstream.status, headers={"Content-Type": content_type}
+        )
         await response.prepare(request)
-        while True:
-            if ex.error is not None:
-                raise ex.error
-            if not ex.chunks and not ex.complete:
-                await ex.wait()
-                continue
-            chunk = ex.take()
-            conn.took(ex)
-            if ex.complete:
-                # The read that ends the body goes out with the end of ours: one write.
-                await response.write_eof(chunk)
-                return response
+        # One read ahead, so that the read that ends the body goes out with the end of ours.
+        chunk = await upstream.chunk()
+        while chunk and (more := await upstream.chunk()):
             await response.write(chunk)
+            chunk = more
+        await response.write_eof(chunk)
+        upstream.finish()
+        return response
     except ConnectionResetError:
+        upstream.close()
         return web.Response(status=499)  # wrk drops its connections mid-stream at its end
-    finally:
-        conn.abandon(ex)
+    except BaseException:
+        upstream.close()
+        raise
 
 
 def create_app(upstream: str, max_connections: int, client: str = "aiohttp") -> web.Application:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
     if client == "http1":
-        app[POOL] = Pool(max_connections, connect_timeout_s=5)
+        env = {"SIDECAR_BACKENDS": "relay", "RELAY_BASE_URL": upstream}
+        env["RELAY_MAX_CONNECTIONS"] = str(max_connections)
+        app[HTTP1] = HttpUpstream(load_config(env).chains["default"][0])
+
+        async def close(app: web.Application) -> None:
+            await app[HTTP1].close()
+
+        app.on_cleanup.append(close)
         app.router.add_post("/{tail:.*}", relay_http1)
         return app
 
